@@ -1,0 +1,1 @@
+"""``/admin``: catalog and coupon management (admin role)."""

@@ -1,0 +1,180 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` builds the app; its lifespan opens the database
+engines, loads the C++ gates from the database, rebuilds the ranking window and
+starts the ranking follower. ``create_app_from_env`` is the factory uvicorn
+workers call (settings from ``FLASHSALE_*`` variables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flashsale import __version__
+from flashsale.admin.router import router as admin_router
+from flashsale.api.deps import State
+from flashsale.api.state import AppState
+from flashsale.auth.router import router as auth_router
+from flashsale.catalog.router import router as catalog_router
+from flashsale.coupons.router import router as coupons_router
+from flashsale.db.engine import Database
+from flashsale.errors import FlashsaleError
+from flashsale.gates import CouponIssueGate, StockGate
+from flashsale.orders.router import router as orders_router
+from flashsale.ranking.service import RankingService
+from flashsale.settings import Settings
+from flashsale.wallet.router import router as wallet_router
+
+log = logging.getLogger("flashsale")
+
+API_PREFIX = "/api/v1"
+
+
+def _error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": jsonable_encoder(details or {})}
+
+
+async def _flashsale_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FlashsaleError)
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return JSONResponse(
+        _error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers
+    )
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return JSONResponse(
+        _error_body("VALIDATION_ERROR", "Invalid input", {"errors": errors}), status_code=422
+    )
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+    return JSONResponse(
+        _error_body(code, str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    # SQLite answers "database is locked" only past the busy timeout: the client
+    # may retry; nothing was changed (the transaction was rolled back).
+    log.warning("database unavailable: %s", exc)
+    return JSONResponse(
+        _error_body("SERVICE_BUSY", "Database busy, retry later"),
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(_error_body("INTERNAL_ERROR", "Internal error"), status_code=500)
+
+
+async def build_state(settings: Settings) -> AppState:
+    """Open the engines and load the gates and the ranking from the database."""
+    db = Database.from_settings(settings)
+    state = AppState(
+        settings=settings,
+        db=db,
+        stock_gate=StockGate(settings.gate_freshness_s),
+        coupon_gate=CouponIssueGate(settings.gate_freshness_s),
+        ranking=RankingService(settings.ranking_window_s, settings.ranking_bucket_s),
+    )
+    async with db.read_session() as session:
+        await state.stock_gate.load_all(session)
+        await state.coupon_gate.load_all(session)
+        await state.ranking.rebuild(session)
+    return state
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The Flashsale web service for ``settings`` (default: from the environment)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await build_state(settings)
+        app.state.flashsale = state
+        follower = asyncio.create_task(
+            state.ranking.follow(state.db.read_session, settings.ranking_poll_s)
+        )
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await state.db.dispose()
+
+    app = FastAPI(title="Flashsale", version=__version__, lifespan=lifespan)
+    app.add_exception_handler(FlashsaleError, _flashsale_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+    for router in (
+        auth_router,
+        wallet_router,
+        catalog_router,
+        coupons_router,
+        orders_router,
+        admin_router,
+    ):
+        app.include_router(router, prefix=API_PREFIX)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(state: State) -> JSONResponse:
+        """Readiness: the database answers."""
+        try:
+            async with state.db.read_session() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.warning("readiness check failed: %s", exc)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn workers: settings from ``FLASHSALE_*`` environment variables."""
+    return create_app(Settings())

@@ -1,0 +1,99 @@
+"""FastAPI dependencies: the request transaction, the caller, pagination."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flashsale.api.state import AppState
+from flashsale.auth.security import Principal, decode_access_token
+from flashsale.db.session import transaction
+from flashsale.db.types import MAX_ID
+from flashsale.errors import Forbidden, InvalidCursor, Unauthenticated
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.flashsale
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+async def write_session(state: State) -> AsyncIterator[AsyncSession]:
+    """One write transaction per request: committed when the endpoint returns, rolled
+    back on any error, before the response is sent (``scope="function"``)."""
+    async with transaction(state.db.write_session) as session:
+        yield session
+
+
+async def read_session(state: State) -> AsyncIterator[AsyncSession]:
+    """A read-only transaction (never waits for SQLite's write lock)."""
+    async with transaction(state.db.read_session) as session:
+        yield session
+
+
+WriteSession = Annotated[AsyncSession, Depends(write_session, scope="function")]
+ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
+
+_bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+def current_principal(state: State, token: Annotated[str | None, Depends(_bearer)]) -> Principal:
+    """The caller of a request with ``Authorization: Bearer``.
+
+    Raises:
+        Unauthenticated: no token, or an invalid or expired one (401).
+    """
+    if not token:
+        raise Unauthenticated()
+    return decode_access_token(token, state.settings.jwt_secret.get_secret_value())
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def admin_principal(principal: CurrentUser) -> Principal:
+    """The caller, who must have the admin role (403 otherwise)."""
+    if not principal.is_admin:
+        raise Forbidden("Admin role required")
+    return principal
+
+
+AdminUser = Annotated[Principal, Depends(admin_principal)]
+
+#: A path id: positive and within 64 bits (larger numbers are a 422, never a 500).
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+def encode_cursor(last_id: int) -> str:
+    """Opaque cursor for keyset pagination after row ``last_id``."""
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The row id a cursor points after, or ``None`` for the first page.
+
+    Raises:
+        InvalidCursor: not a cursor this service made (422).
+    """
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = int(base64.urlsafe_b64decode(padded.encode()).decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor(cursor=cursor) from exc
+    if not 0 < value <= MAX_ID:
+        raise InvalidCursor(cursor=cursor)
+    return value
+
+
+Cursor = Annotated[str | None, Query(max_length=64)]

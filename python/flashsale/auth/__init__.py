@@ -1,0 +1,1 @@
+"""Sign-up, tokens (JWT bearer) and the admin role."""

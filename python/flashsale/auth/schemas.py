@@ -1,0 +1,52 @@
+"""Request and response bodies of ``/auth``."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, EmailStr, Field, field_validator
+
+_LETTER = re.compile(r"[A-Za-z]")
+_DIGIT = re.compile(r"\d")
+_SYMBOL = re.compile(r"[^A-Za-z0-9\s]")
+
+
+def check_password_rule(password: str) -> str:
+    """DESIGN §5: at least 8 characters with a letter, a digit and a symbol.
+
+    bcrypt reads at most 72 bytes, so longer passwords are refused rather than
+    silently truncated.
+
+    Raises:
+        ValueError: the password breaks the rule.
+    """
+    if len(password) < 8:
+        raise ValueError("password must have at least 8 characters")
+    if len(password.encode()) > 72:
+        raise ValueError("password must be at most 72 bytes")
+    if not (_LETTER.search(password) and _DIGIT.search(password) and _SYMBOL.search(password)):
+        raise ValueError("password needs a letter, a digit and a symbol")
+    return password
+
+
+class SignupRequest(BaseModel):
+    email: EmailStr = Field(max_length=320)
+    password: str
+    name: str = Field(min_length=1, max_length=100)
+
+    @field_validator("password")
+    @classmethod
+    def _password_rule(cls, value: str) -> str:
+        return check_password_rule(value)
+
+
+class UserOut(BaseModel):
+    user_id: int
+    email: str
+    name: str
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int

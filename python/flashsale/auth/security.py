@@ -1,0 +1,55 @@
+"""Password hashing (bcrypt) and access tokens (JWT, HS256)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import bcrypt
+import jwt
+
+from flashsale.errors import Unauthenticated
+
+_ALGORITHM = "HS256"
+
+
+def hash_password(password: str, cost: int) -> str:
+    """bcrypt hash of ``password`` with ``2**cost`` rounds (CPU-bound: call off the event loop)."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    """Whether ``password`` matches ``password_hash`` (CPU-bound)."""
+    return bcrypt.checkpw(password.encode(), password_hash.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller: user id and role (``customer`` or ``admin``)."""
+
+    user_id: int
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def create_access_token(principal: Principal, secret: str, ttl_s: int) -> str:
+    """A signed JWT carrying the user id (``sub``) and role, valid ``ttl_s`` seconds."""
+    now = int(time.time())
+    claims = {"sub": str(principal.user_id), "role": principal.role, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(claims, secret, algorithm=_ALGORITHM)
+
+
+def decode_access_token(token: str, secret: str) -> Principal:
+    """The principal of a valid token.
+
+    Raises:
+        Unauthenticated: bad signature, expired, or malformed claims.
+    """
+    try:
+        claims = jwt.decode(token, secret, algorithms=[_ALGORITHM], options={"require": ["exp"]})
+        return Principal(user_id=int(claims["sub"]), role=str(claims["role"]))
+    except (jwt.PyJWTError, KeyError, ValueError) as exc:
+        raise Unauthenticated("Invalid or expired token") from exc

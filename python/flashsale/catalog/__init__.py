@@ -1,0 +1,1 @@
+"""Products, variants (SKUs), stock and sale windows."""

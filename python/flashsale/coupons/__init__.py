@@ -1,0 +1,1 @@
+"""First-come coupons: limited quantity, at most one per user."""

@@ -1,0 +1,184 @@
+"""Coupon rules: issue window, first come first served, one per user.
+
+Issuing is admitted by the per-process C++ gate and confirmed by the database
+(DESIGN §2): ``issued_count`` is raised only while below ``total_quantity``
+(a conditional ``UPDATE``) and ``(coupon_id, user_id)`` is unique, so the count
+is exact across any number of processes. When the database refuses, the gate's
+admission is revoked and the gate learns the database's answer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flashsale import IssueResult
+from flashsale.coupons.schemas import CouponIn, CouponOut, IssueOut, MyCouponOut
+from flashsale.db.models import coupons, user_coupons
+from flashsale.db.session import after_rollback
+from flashsale.db.types import utcnow
+from flashsale.errors import (
+    CouponAlreadyIssued,
+    CouponNotFound,
+    CouponNotIssuable,
+    CouponSoldOut,
+)
+from flashsale.gates import CouponIssueGate
+
+
+def compute_discount(
+    total: int, discount_type: str, discount_value: int, max_discount: int | None
+) -> int:
+    """Discount in KRW for an order ``total`` (DESIGN §5 "Discount").
+
+    FIXED takes ``discount_value``; PERCENT takes ``floor(total × value / 100)``
+    capped at ``max_discount``; the result never exceeds ``total``.
+    """
+    if discount_type == "FIXED":
+        discount = discount_value
+    elif discount_type == "PERCENT":
+        discount = total * discount_value // 100
+    else:
+        raise ValueError(f"unknown discount type {discount_type!r}")
+    if max_discount is not None:
+        discount = min(discount, max_discount)
+    return max(0, min(discount, total))
+
+
+def coupon_out(row: Any) -> CouponOut:
+    """A coupon row (``coupons`` columns) as its API shape."""
+    return CouponOut(
+        id=row.id,
+        name=row.name,
+        discount_type=row.discount_type,
+        discount_value=row.discount_value,
+        max_discount_amount=row.max_discount_amount,
+        min_order_amount=row.min_order_amount,
+        total_quantity=row.total_quantity,
+        remaining_quantity=row.total_quantity - row.issued_count,
+        issue_starts_at=row.issue_starts_at,
+        issue_ends_at=row.issue_ends_at,
+        valid_days=row.valid_days,
+    )
+
+
+async def get_coupon(session: AsyncSession, coupon_id: int) -> CouponOut:
+    """Raises: CouponNotFound (404)."""
+    row = (await session.execute(select(coupons).where(coupons.c.id == coupon_id))).first()
+    if row is None:
+        raise CouponNotFound(coupon_id=coupon_id)
+    return coupon_out(row)
+
+
+async def create_coupon(session: AsyncSession, body: CouponIn) -> CouponOut:
+    """Insert a coupon with nothing issued yet."""
+    row = (
+        await session.execute(
+            insert(coupons)
+            .values(**body.model_dump(), issued_count=0, created_at=utcnow())
+            .returning(*coupons.c)
+        )
+    ).one()
+    return coupon_out(row)
+
+
+def issue_window_open(starts: datetime | None, ends: datetime | None, now: datetime) -> bool:
+    """Whether ``starts ≤ now < ends`` (a missing bound is open)."""
+    return (starts is None or starts <= now) and (ends is None or now < ends)
+
+
+async def issue(
+    session: AsyncSession, gate: CouponIssueGate, coupon_id: int, user_id: int
+) -> IssueOut:
+    """Issue one coupon to ``user_id``, first come first served.
+
+    Raises:
+        CouponNotFound: unknown coupon (404).
+        CouponNotIssuable: outside the issue window (409).
+        CouponAlreadyIssued: the user holds it already (409).
+        CouponSoldOut: none left (409).
+    """
+    now = utcnow()
+    starts, ends, valid_days = await gate.terms_of(session, coupon_id, user_id)
+    if not issue_window_open(starts, ends, now):
+        raise CouponNotIssuable(coupon_id=coupon_id, issue_starts_at=starts, issue_ends_at=ends)
+    result = await gate.try_issue(session, coupon_id, user_id)
+    if result == IssueResult.ALREADY_ISSUED:
+        raise CouponAlreadyIssued(coupon_id=coupon_id)
+    if result == IssueResult.SOLD_OUT:
+        raise CouponSoldOut(coupon_id=coupon_id)
+    after_rollback(session, lambda: gate.revoke(coupon_id, user_id))
+
+    counted = (
+        await session.execute(
+            update(coupons)
+            .where(coupons.c.id == coupon_id, coupons.c.issued_count < coupons.c.total_quantity)
+            .values(issued_count=coupons.c.issued_count + 1)
+            .returning(coupons.c.id)
+        )
+    ).first()
+    if counted is None:
+        after_rollback(session, lambda: gate.learn_sold_out(coupon_id))
+        raise CouponSoldOut(coupon_id=coupon_id)
+    expires_at = now + timedelta(days=valid_days)
+    try:
+        user_coupon_id: int = (
+            await session.execute(
+                insert(user_coupons)
+                .values(
+                    coupon_id=coupon_id,
+                    user_id=user_id,
+                    status="ISSUED",
+                    issued_at=now,
+                    expires_at=expires_at,
+                )
+                .returning(user_coupons.c.id)
+            )
+        ).scalar_one()
+    except IntegrityError as exc:
+        after_rollback(session, lambda: gate.learn_issued(coupon_id, user_id))
+        raise CouponAlreadyIssued(coupon_id=coupon_id) from exc
+    return IssueOut(
+        user_coupon_id=user_coupon_id,
+        coupon_id=coupon_id,
+        status="ISSUED",
+        issued_at=now,
+        expires_at=expires_at,
+    )
+
+
+async def my_coupons(session: AsyncSession, user_id: int) -> list[MyCouponOut]:
+    """The user's coupons, newest first; an ISSUED one past ``expires_at`` shows EXPIRED."""
+    rows = (
+        await session.execute(
+            select(
+                user_coupons.c.id.label("user_coupon_id"),
+                user_coupons.c.status.label("uc_status"),
+                user_coupons.c.issued_at,
+                user_coupons.c.expires_at,
+                user_coupons.c.used_at,
+                user_coupons.c.order_id,
+                *coupons.c,
+            )
+            .join(coupons, coupons.c.id == user_coupons.c.coupon_id)
+            .where(user_coupons.c.user_id == user_id)
+            .order_by(user_coupons.c.id.desc())
+        )
+    ).all()
+    now = utcnow()
+    return [
+        MyCouponOut(
+            user_coupon_id=r.user_coupon_id,
+            coupon=coupon_out(r),
+            status="EXPIRED" if r.uc_status == "ISSUED" and r.expires_at <= now else r.uc_status,
+            issued_at=r.issued_at,
+            expires_at=r.expires_at,
+            used_at=r.used_at,
+            order_id=r.order_id,
+        )
+        for r in rows
+    ]

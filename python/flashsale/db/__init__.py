@@ -1,0 +1,1 @@
+"""Persistence: ORM models, engines and the request transaction."""

@@ -1,0 +1,214 @@
+"""Per-process admission gates in front of the database (DESIGN §2).
+
+:class:`StockGate` wraps the C++ :class:`~flashsale.StockPool` and
+:class:`CouponIssueGate` the C++ :class:`~flashsale.CouponGate`. They turn away
+the hopeless majority of a flash crowd (sold out, already issued) without a
+database round trip and admit only requests that can still succeed; the
+database then confirms every grant with a conditional write. Rules:
+
+- A grant by the gate is never final: the database's answer is. When the
+  database refuses what the gate admitted, the caller corrects the gate from the
+  database (:meth:`StockGate.correct`, :meth:`CouponIssueGate.learn_sold_out`).
+- Freshness: a local "sold out" may be stale only for ``freshness_s``
+  (default 1 s). A rejection based on an older value is re-checked against the
+  database first, so a restock, cancellation or expiry in another process is
+  never hidden for longer than the bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flashsale import CouponGate, IssueResult, StockPool
+from flashsale.db.models import coupons, user_coupons, variants
+from flashsale.errors import CouponNotFound, VariantNotFound
+
+Line = tuple[int, int]
+CouponTerms = tuple[datetime | None, datetime | None, int]
+
+
+class StockGate:
+    """Stock admission for order lines ``[(variant_id, quantity), ...]``."""
+
+    def __init__(self, freshness_s: float = 1.0) -> None:
+        self.pool = StockPool()
+        self.freshness_s = freshness_s
+        self._synced_at: dict[int, float] = {}
+
+    def set(self, variant_id: int, stock: int) -> None:
+        """Learn the database's stock of a variant (units, ≥ 0)."""
+        self.pool.set(variant_id, stock)
+        self._synced_at[variant_id] = time.monotonic()
+
+    async def load_all(self, session: AsyncSession) -> int:
+        """Load every variant's stock from the database; returns how many."""
+        rows = (await session.execute(select(variants.c.id, variants.c.stock))).all()
+        for variant_id, stock in rows:
+            self.set(variant_id, stock)
+        return len(rows)
+
+    async def refresh(self, session: AsyncSession, variant_ids: Iterable[int]) -> set[int]:
+        """Re-read the given variants from the database; returns the ids that exist."""
+        ids = sorted(set(variant_ids))
+        rows = (
+            await session.execute(
+                select(variants.c.id, variants.c.stock).where(variants.c.id.in_(ids))
+            )
+        ).all()
+        for variant_id, stock in rows:
+            self.set(variant_id, stock)
+        return {row[0] for row in rows}
+
+    def _stale_shortfalls(self, lines: Sequence[Line]) -> list[int]:
+        now = time.monotonic()
+        stale = []
+        for variant_id, quantity in lines:
+            if variant_id not in self.pool or (
+                self.pool.available(variant_id) < quantity
+                and now - self._synced_at.get(variant_id, 0.0) > self.freshness_s
+            ):
+                stale.append(variant_id)
+        return stale
+
+    async def reserve(self, session: AsyncSession, lines: Sequence[Line]) -> Line | None:
+        """Try to hold ``lines`` in the gate.
+
+        Returns ``None`` when admitted (the caller must :meth:`release` if the
+        database refuses or the transaction fails), or the first
+        ``(variant_id, available)`` that is short. Variants unknown to the gate,
+        and short ones whose local value is older than the freshness bound, are
+        re-read from ``session`` before the answer.
+
+        Raises:
+            flashsale.errors.VariantNotFound: a variant does not exist.
+        """
+        if self.pool.try_reserve(lines):
+            return None
+        stale = self._stale_shortfalls(lines)
+        if stale:
+            found = await self.refresh(session, stale)
+            missing = [v for v in stale if v not in found]
+            if missing:
+                raise VariantNotFound(variant_id=missing[0])
+            if self.pool.try_reserve(lines):
+                return None
+        for variant_id, quantity in lines:
+            available = self.pool.available(variant_id)
+            if available < quantity:
+                return variant_id, available
+        # Lost a race against concurrent reservations of the same units.
+        return lines[0][0], self.pool.available(lines[0][0])
+
+    def release(self, lines: Sequence[Line]) -> None:
+        """Give back a reservation the database did not confirm."""
+        self.pool.release(lines)
+
+    def correct(self, variant_id: int, stock: int) -> None:
+        """The database disagreed: take its value."""
+        self.set(variant_id, stock)
+
+
+_COUPON_COLUMNS = (
+    coupons.c.id,
+    coupons.c.total_quantity - coupons.c.issued_count,
+    coupons.c.issue_starts_at,
+    coupons.c.issue_ends_at,
+    coupons.c.valid_days,
+)
+
+
+class CouponIssueGate:
+    """First-come coupon admission: at most one per user, no more than the quantity."""
+
+    def __init__(self, freshness_s: float = 1.0) -> None:
+        self.gate = CouponGate()
+        self.freshness_s = freshness_s
+        self._synced_at: dict[int, float] = {}
+        #: Immutable issue terms per coupon: ``(issue_starts_at, issue_ends_at, valid_days)``.
+        self.terms: dict[int, CouponTerms] = {}
+
+    def configure(self, coupon_id: int, remaining: int, terms: CouponTerms | None = None) -> None:
+        """Learn the database's remaining quantity (and issue terms) of a coupon."""
+        self.gate.configure(coupon_id, max(remaining, 0), 1)
+        self._synced_at[coupon_id] = time.monotonic()
+        if terms is not None:
+            self.terms[coupon_id] = terms
+
+    async def load_all(self, session: AsyncSession) -> int:
+        """Load every coupon's remaining count and holders; returns the coupon count."""
+        rows = (await session.execute(select(*_COUPON_COLUMNS))).all()
+        for coupon_id, remaining, starts, ends, valid_days in rows:
+            self.configure(coupon_id, remaining, (starts, ends, valid_days))
+        holders = await session.execute(select(user_coupons.c.coupon_id, user_coupons.c.user_id))
+        for coupon_id, user_id in holders:
+            self.gate.mark_issued(coupon_id, user_id)
+        return len(rows)
+
+    async def _refresh(self, session: AsyncSession, coupon_id: int, user_id: int) -> bool:
+        row = (
+            await session.execute(select(*_COUPON_COLUMNS).where(coupons.c.id == coupon_id))
+        ).first()
+        if row is None:
+            return False
+        self.configure(coupon_id, row[1], (row[2], row[3], row[4]))
+        held = (
+            await session.execute(
+                select(user_coupons.c.id).where(
+                    user_coupons.c.coupon_id == coupon_id, user_coupons.c.user_id == user_id
+                )
+            )
+        ).first()
+        if held is not None:
+            self.gate.mark_issued(coupon_id, user_id)
+        return True
+
+    async def terms_of(self, session: AsyncSession, coupon_id: int, user_id: int) -> CouponTerms:
+        """The coupon's issue terms, loaded on first use.
+
+        Raises:
+            CouponNotFound: unknown coupon (404).
+        """
+        terms = self.terms.get(coupon_id)
+        if terms is None:
+            if not await self._refresh(session, coupon_id, user_id):
+                raise CouponNotFound(coupon_id=coupon_id)
+            terms = self.terms[coupon_id]
+        return terms
+
+    async def try_issue(self, session: AsyncSession, coupon_id: int, user_id: int) -> IssueResult:
+        """Admit or refuse one issue request.
+
+        ``ISSUED`` means admitted: the caller must confirm it in the database and
+        call :meth:`revoke` if that fails. A local ``SOLD_OUT`` older than the
+        freshness bound is re-checked against the database first.
+
+        Raises:
+            flashsale.errors.CouponNotFound: unknown coupon.
+        """
+        if coupon_id not in self.gate and not await self._refresh(session, coupon_id, user_id):
+            raise CouponNotFound(coupon_id=coupon_id)
+        result = self.gate.try_issue(coupon_id, user_id)
+        if (
+            result == IssueResult.SOLD_OUT
+            and time.monotonic() - self._synced_at.get(coupon_id, 0.0) > self.freshness_s
+        ):
+            await self._refresh(session, coupon_id, user_id)
+            result = self.gate.try_issue(coupon_id, user_id)
+        return result
+
+    def revoke(self, coupon_id: int, user_id: int) -> None:
+        """Undo an admission the database did not confirm."""
+        self.gate.revoke(coupon_id, user_id)
+
+    def learn_sold_out(self, coupon_id: int) -> None:
+        """The database says none are left."""
+        self.configure(coupon_id, 0)
+
+    def learn_issued(self, coupon_id: int, user_id: int) -> None:
+        """The database says the user already holds this coupon."""
+        self.gate.mark_issued(coupon_id, user_id)

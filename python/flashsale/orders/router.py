@@ -1,0 +1,46 @@
+"""``/orders`` and ``/me/orders``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from flashsale.api.deps import (
+    CurrentUser,
+    Cursor,
+    Limit,
+    PathId,
+    ReadSession,
+    State,
+    WriteSession,
+    decode_cursor,
+    encode_cursor,
+)
+from flashsale.orders import service
+from flashsale.orders.schemas import OrderIn, OrderOut, OrderPage
+
+router = APIRouter(tags=["orders"])
+
+
+@router.post("/orders", status_code=status.HTTP_201_CREATED)
+async def create_order(
+    body: OrderIn, user: CurrentUser, session: WriteSession, state: State
+) -> OrderOut:
+    """Order several lines and pay from the wallet in one transaction."""
+    return await service.place_order(session, state.stock_gate, state.ranking, user.user_id, body)
+
+
+@router.get("/orders/{order_id}")
+async def get_order(order_id: PathId, user: CurrentUser, session: ReadSession) -> OrderOut:
+    """One of the caller's orders (404 ``ORDER_NOT_FOUND`` for others')."""
+    return await service.get_order(session, user.user_id, order_id)
+
+
+@router.get("/me/orders")
+async def my_orders(
+    user: CurrentUser, session: ReadSession, limit: Limit = 20, cursor: Cursor = None
+) -> OrderPage:
+    """The caller's orders, newest first."""
+    items, more = await service.list_orders(
+        session, user.user_id, limit=limit, before_id=decode_cursor(cursor)
+    )
+    return OrderPage(items=items, next_cursor=encode_cursor(items[-1].order_id) if more else None)

@@ -1,0 +1,62 @@
+"""Runtime settings, read from ``FLASHSALE_*`` environment variables (pydantic-settings).
+
+``create_app(settings)`` takes a :class:`Settings` object, so tests and notebooks
+build one directly and need no environment variables.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Placeholder secret accepted only outside production (DESIGN §7: ``JWT_SECRET``).
+DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me-0123456789"
+
+
+class Settings(BaseSettings):
+    """Service configuration.
+
+    Times are in seconds, money in integer KRW. ``database_url`` is given in its
+    plain form (``sqlite:///path.db`` or ``postgresql://...``); the async and sync
+    drivers are chosen by :mod:`flashsale.db.engine`.
+
+    Raises:
+        pydantic.ValidationError: in ``production`` with the placeholder JWT secret
+            (rule from the full-stack FastAPI template: refuse placeholder secrets).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FLASHSALE_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite:///./flashsale.db"
+    jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
+    jwt_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
+    data_platform_url: str | None = None
+    redis_url: str | None = None
+    order_payment_timeout_s: int = Field(default=600, ge=1)
+    ranking_bucket_s: int = Field(default=60, ge=1, le=3600)
+    #: The in-memory window keeps 7 days, the longest ``days`` of ``/products/popular``.
+    ranking_window_s: int = Field(default=7 * 86400, ge=86400)
+    #: How often each process picks up sales committed by other processes.
+    ranking_poll_s: float = Field(default=0.5, gt=0, le=2.0)
+    #: DESIGN §2 gate freshness: a local "sold out" older than this is re-checked.
+    gate_freshness_s: float = Field(default=1.0, ge=0)
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+    #: bcrypt cost (log2 rounds); lower it for tests and demos with thousands of users.
+    password_hash_cost: int = Field(default=12, ge=4, le=16)
+    db_pool_size: int = Field(default=8, ge=1, le=100)
+    db_busy_timeout_ms: int = Field(default=30_000, ge=0)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if (
+            self.environment == "production"
+            and self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+        ):
+            raise ValueError("FLASHSALE_JWT_SECRET must be set in production")
+        if self.ranking_window_s % self.ranking_bucket_s:
+            raise ValueError("FLASHSALE_RANKING_WINDOW_S must be a multiple of RANKING_BUCKET_S")
+        return self

@@ -1,0 +1,1 @@
+"""Wallet points: charges, balance and the ledger."""

@@ -1,0 +1,112 @@
+"""Wallet rules (DESIGN §5 "Wallet") and ledger writes.
+
+Every balance change is one conditional ``UPDATE`` plus one ``wallet_transactions``
+row with the signed amount and the balance after it, in the same transaction,
+so balance = Σ ledger always holds (DESIGN §6, invariant 2).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flashsale.db.models import wallet_transactions, wallets
+from flashsale.db.types import utcnow
+from flashsale.errors import BalanceLimitExceeded, ChargeAmountOutOfRange, InsufficientBalance
+
+MIN_CHARGE = 1_000
+MAX_CHARGE = 1_000_000
+MAX_BALANCE = 100_000_000
+
+
+def check_charge_amount(amount: int) -> None:
+    """DESIGN §5: 1,000 ≤ amount ≤ 1,000,000 KRW per charge.
+
+    Raises:
+        ChargeAmountOutOfRange: outside the range (422).
+    """
+    if not MIN_CHARGE <= amount <= MAX_CHARGE:
+        raise ChargeAmountOutOfRange(amount=amount, min=MIN_CHARGE, max=MAX_CHARGE)
+
+
+async def charge(session: AsyncSession, user_id: int, amount: int) -> tuple[int, int, datetime]:
+    """Add ``amount`` KRW to the wallet; returns ``(transaction_id, balance, created_at)``.
+
+    Raises:
+        ChargeAmountOutOfRange: amount outside 1,000..1,000,000 (422).
+        BalanceLimitExceeded: the balance would pass 100,000,000 (409).
+    """
+    check_charge_amount(amount)
+    now = utcnow()
+    balance = (
+        await session.execute(
+            update(wallets)
+            .where(wallets.c.user_id == user_id, wallets.c.balance + amount <= MAX_BALANCE)
+            .values(balance=wallets.c.balance + amount, updated_at=now)
+            .returning(wallets.c.balance)
+        )
+    ).scalar_one_or_none()
+    if balance is None:
+        raise BalanceLimitExceeded(amount=amount, max_balance=MAX_BALANCE)
+    tx_id = await append_ledger(session, user_id, "CHARGE", amount, balance, None, now)
+    return tx_id, balance, now
+
+
+async def debit(
+    session: AsyncSession, user_id: int, amount: int, order_id: int, now: datetime
+) -> int:
+    """Take ``amount`` KRW (≥ 0) for an order's PAYMENT; returns the new balance.
+
+    Raises:
+        InsufficientBalance: the balance is lower than ``amount`` (409).
+    """
+    balance = (
+        await session.execute(
+            update(wallets)
+            .where(wallets.c.user_id == user_id, wallets.c.balance >= amount)
+            .values(balance=wallets.c.balance - amount, updated_at=now)
+            .returning(wallets.c.balance)
+        )
+    ).scalar_one_or_none()
+    if balance is None:
+        current = await get_balance(session, user_id)
+        raise InsufficientBalance(required=amount, balance=current)
+    await append_ledger(session, user_id, "PAYMENT", -amount, balance, order_id, now)
+    return int(balance)
+
+
+async def append_ledger(
+    session: AsyncSession,
+    user_id: int,
+    type_: str,
+    amount: int,
+    balance_after: int,
+    order_id: int | None,
+    now: datetime,
+) -> int:
+    """Append one ledger row (signed ``amount``); returns its id."""
+    tx_id: int = (
+        await session.execute(
+            insert(wallet_transactions)
+            .values(
+                user_id=user_id,
+                type=type_,
+                amount=amount,
+                balance_after=balance_after,
+                order_id=order_id,
+                created_at=now,
+            )
+            .returning(wallet_transactions.c.id)
+        )
+    ).scalar_one()
+    return tx_id
+
+
+async def get_balance(session: AsyncSession, user_id: int) -> int:
+    """The wallet balance in KRW (0 for a user without a wallet row)."""
+    value = (
+        await session.execute(select(wallets.c.balance).where(wallets.c.user_id == user_id))
+    ).scalar_one_or_none()
+    return int(value or 0)
