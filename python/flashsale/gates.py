@@ -8,7 +8,7 @@ database then confirms every grant with a conditional write. Rules:
 
 - A grant by the gate is never final: the database's answer is. When the
   database refuses what the gate admitted, the caller corrects the gate from the
-  database (:meth:`StockGate.correct`, :meth:`CouponIssueGate.learn_sold_out`).
+  database (:meth:`StockGate.learn`, :meth:`CouponIssueGate.learn_sold_out`).
 - Freshness: a local "sold out" may be stale only for ``freshness_s``
   (default 1 s). A rejection based on an older value is re-checked against the
   database first, so a restock, cancellation or expiry in another process is
@@ -40,7 +40,7 @@ class StockGate:
         self.freshness_s = freshness_s
         self._synced_at: dict[int, float] = {}
 
-    def set(self, variant_id: int, stock: int) -> None:
+    def learn(self, variant_id: int, stock: int) -> None:
         """Learn the database's stock of a variant (units, ≥ 0)."""
         self.pool.set(variant_id, stock)
         self._synced_at[variant_id] = time.monotonic()
@@ -49,7 +49,7 @@ class StockGate:
         """Load every variant's stock from the database; returns how many."""
         rows = (await session.execute(select(variants.c.id, variants.c.stock))).all()
         for variant_id, stock in rows:
-            self.set(variant_id, stock)
+            self.learn(variant_id, stock)
         return len(rows)
 
     async def refresh(self, session: AsyncSession, variant_ids: Iterable[int]) -> set[int]:
@@ -61,7 +61,7 @@ class StockGate:
             )
         ).all()
         for variant_id, stock in rows:
-            self.set(variant_id, stock)
+            self.learn(variant_id, stock)
         return {row[0] for row in rows}
 
     def _stale_shortfalls(self, lines: Sequence[Line]) -> list[int]:
@@ -107,10 +107,6 @@ class StockGate:
     def release(self, lines: Sequence[Line]) -> None:
         """Give back a reservation the database did not confirm."""
         self.pool.release(lines)
-
-    def correct(self, variant_id: int, stock: int) -> None:
-        """The database disagreed: take its value."""
-        self.set(variant_id, stock)
 
 
 _COUPON_COLUMNS = (

@@ -27,7 +27,7 @@ async def create_product(
 
     def learn() -> None:
         for variant_id, stock in stocked:
-            state.stock_gate.set(variant_id, stock)
+            state.stock_gate.learn(variant_id, stock)
 
     after_commit(session, learn)
     return await catalog.get_product(session, product_id)
@@ -39,7 +39,7 @@ async def restock(
 ) -> VariantOut:
     """Add units to a variant (RESTOCK movement); 404 ``VARIANT_NOT_FOUND``."""
     product_id, stock = await catalog.restock(session, variant_id, body.quantity)
-    after_commit(session, lambda: state.stock_gate.set(variant_id, stock))
+    after_commit(session, lambda: state.stock_gate.learn(variant_id, stock))
     product = await catalog.get_product(session, product_id)
     return next(v for v in product.variants if v.id == variant_id)
 

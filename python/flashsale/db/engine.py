@@ -98,15 +98,20 @@ class Database:
             "max_overflow": settings.db_pool_size,
             "pool_timeout": 120,
         }
-        write = create_async_engine(url, **kwargs)
-        read = create_async_engine(url, **kwargs) if is_sqlite(url) else write
         if is_sqlite(url):
+            # SQLite has one writer at a time. One write connection per process
+            # queues this process's writers in the pool (awaiting, FIFO) instead
+            # of in SQLite's busy handler, which sleeps and is unfair.
+            write = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
+            read = create_async_engine(url, **kwargs)
             _configure_sqlite(
                 write.sync_engine, immediate=True, busy_timeout_ms=settings.db_busy_timeout_ms
             )
             _configure_sqlite(
                 read.sync_engine, immediate=False, busy_timeout_ms=settings.db_busy_timeout_ms
             )
+        else:
+            write = read = create_async_engine(url, **kwargs)
         return cls(
             write_engine=write,
             read_engine=read,

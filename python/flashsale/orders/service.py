@@ -17,6 +17,7 @@ concurrent orders cannot deadlock:
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -289,7 +290,7 @@ async def place_order(
                     )
                 ).scalar_one()
             )
-            after_rollback(session, lambda v=variant_id, s=stock: gate.correct(v, s))
+            after_rollback(session, partial(gate.learn, variant_id, stock))
             raise OutOfStock(variant_id=variant_id, requested=quantity, available=stock)
     await session.execute(
         insert(order_items),

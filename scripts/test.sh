@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test: lint, types, the C++ suite
+# under ThreadSanitizer, and the Python suite (core, unit, api, e2e).
+# Usage: bash scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages for the C++ suite (GoogleTest, Boost headers, a compiler).
+missing=()
+for pkg in cmake g++ libboost-dev libgtest-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+echo "== install flashsale with its test extra"
+python -m pip install -q --disable-pip-version-check ".[test]"
+
+echo "== ruff"
+ruff check python tests
+ruff format --check python tests
+
+echo "== mypy (strict)"
+mypy
+
+echo "== C++ tests (GoogleTest under ThreadSanitizer)"
+bash scripts/test-cpp.sh
+
+echo "== Python tests"
+# The package is imported from site-packages (the source lives under python/).
+python -m pytest "$@"
