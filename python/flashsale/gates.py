@@ -68,7 +68,7 @@ class StockGate:
         now = time.monotonic()
         stale = []
         for variant_id, quantity in lines:
-            if variant_id not in self.pool or (
+            if (
                 self.pool.available(variant_id) < quantity
                 and now - self._synced_at.get(variant_id, 0.0) > self.freshness_s
             ):
@@ -87,14 +87,18 @@ class StockGate:
         Raises:
             flashsale.errors.VariantNotFound: a variant does not exist.
         """
+        unknown = [variant_id for variant_id, _ in lines if variant_id not in self.pool]
+        if unknown:
+            # Created by another process since start-up, or not a variant at all.
+            found = await self.refresh(session, unknown)
+            missing = [v for v in unknown if v not in found]
+            if missing:
+                raise VariantNotFound(variant_id=missing[0])
         if self.pool.try_reserve(lines):
             return None
         stale = self._stale_shortfalls(lines)
         if stale:
-            found = await self.refresh(session, stale)
-            missing = [v for v in stale if v not in found]
-            if missing:
-                raise VariantNotFound(variant_id=missing[0])
+            await self.refresh(session, stale)
             if self.pool.try_reserve(lines):
                 return None
         for variant_id, quantity in lines:

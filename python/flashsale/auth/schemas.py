@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, EmailStr, Field, field_validator
-
-_LETTER = re.compile(r"[A-Za-z]")
-_DIGIT = re.compile(r"\d")
-_SYMBOL = re.compile(r"[^A-Za-z0-9\s]")
 
 
 def check_password_rule(password: str) -> str:
@@ -24,7 +18,10 @@ def check_password_rule(password: str) -> str:
         raise ValueError("password must have at least 8 characters")
     if len(password.encode()) > 72:
         raise ValueError("password must be at most 72 bytes")
-    if not (_LETTER.search(password) and _DIGIT.search(password) and _SYMBOL.search(password)):
+    has_letter = any(c.isalpha() for c in password)  # any script, e.g. Hangul
+    has_digit = any(c.isdigit() for c in password)
+    has_symbol = any(not c.isalnum() and not c.isspace() for c in password)
+    if not (has_letter and has_digit and has_symbol):
         raise ValueError("password needs a letter, a digit and a symbol")
     return password
 

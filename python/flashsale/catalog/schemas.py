@@ -58,8 +58,8 @@ class PopularOut(BaseModel):
 class VariantIn(BaseModel):
     sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     name: str = Field(min_length=1, max_length=200)
-    price: int = Field(ge=0, le=1_000_000_000)
-    stock: int = Field(ge=0, le=1_000_000_000)
+    price: int = Field(strict=True, ge=0, le=1_000_000_000)
+    stock: int = Field(strict=True, ge=0, le=1_000_000_000)
 
 
 class ProductIn(BaseModel):
@@ -67,7 +67,7 @@ class ProductIn(BaseModel):
     description: str = Field(default="", max_length=10_000)
     sale_starts_at: AwareDatetime | None = None
     sale_ends_at: AwareDatetime | None = None
-    per_user_limit: int | None = Field(default=None, ge=1, le=1_000_000)
+    per_user_limit: int | None = Field(strict=True, default=None, ge=1, le=1_000_000)
     variants: list[VariantIn] = Field(min_length=1, max_length=100)
 
     @model_validator(mode="after")
@@ -85,4 +85,4 @@ class ProductIn(BaseModel):
 
 
 class RestockIn(BaseModel):
-    quantity: int = Field(ge=1, le=1_000_000_000)
+    quantity: int = Field(strict=True, ge=1, le=1_000_000_000)

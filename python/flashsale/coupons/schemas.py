@@ -14,13 +14,13 @@ class CouponIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     discount_type: DiscountType
     #: FIXED: KRW off; PERCENT: percent of the order total (1-100).
-    discount_value: int = Field(ge=1, le=1_000_000_000)
-    max_discount_amount: int | None = Field(default=None, ge=1, le=1_000_000_000)
-    min_order_amount: int = Field(default=0, ge=0, le=1_000_000_000)
-    total_quantity: int = Field(ge=1, le=100_000_000)
+    discount_value: int = Field(strict=True, ge=1, le=1_000_000_000)
+    max_discount_amount: int | None = Field(strict=True, default=None, ge=1, le=1_000_000_000)
+    min_order_amount: int = Field(strict=True, default=0, ge=0, le=1_000_000_000)
+    total_quantity: int = Field(strict=True, ge=1, le=100_000_000)
     issue_starts_at: AwareDatetime | None = None
     issue_ends_at: AwareDatetime | None = None
-    valid_days: int = Field(ge=1, le=3650)
+    valid_days: int = Field(strict=True, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _check(self) -> CouponIn:

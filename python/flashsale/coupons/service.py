@@ -113,17 +113,8 @@ async def issue(
         raise CouponSoldOut(coupon_id=coupon_id)
     after_rollback(session, lambda: gate.revoke(coupon_id, user_id))
 
-    counted = (
-        await session.execute(
-            update(coupons)
-            .where(coupons.c.id == coupon_id, coupons.c.issued_count < coupons.c.total_quantity)
-            .values(issued_count=coupons.c.issued_count + 1)
-            .returning(coupons.c.id)
-        )
-    ).first()
-    if counted is None:
-        after_rollback(session, lambda: gate.learn_sold_out(coupon_id))
-        raise CouponSoldOut(coupon_id=coupon_id)
+    # The unique (coupon, user) insert comes first so that a holder hears
+    # ALREADY_ISSUED even once the coupon is sold out.
     expires_at = now + timedelta(days=valid_days)
     try:
         user_coupon_id: int = (
@@ -142,6 +133,17 @@ async def issue(
     except IntegrityError as exc:
         after_rollback(session, lambda: gate.learn_issued(coupon_id, user_id))
         raise CouponAlreadyIssued(coupon_id=coupon_id) from exc
+    counted = (
+        await session.execute(
+            update(coupons)
+            .where(coupons.c.id == coupon_id, coupons.c.issued_count < coupons.c.total_quantity)
+            .values(issued_count=coupons.c.issued_count + 1)
+            .returning(coupons.c.id)
+        )
+    ).first()
+    if counted is None:
+        after_rollback(session, lambda: gate.learn_sold_out(coupon_id))
+        raise CouponSoldOut(coupon_id=coupon_id)
     return IssueOut(
         user_coupon_id=user_coupon_id,
         coupon_id=coupon_id,

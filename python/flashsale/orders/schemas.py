@@ -13,9 +13,9 @@ from flashsale.db.types import MAX_ID
 class OrderLineIn(BaseModel):
     """One line: a variant, or a product that has exactly one variant."""
 
-    variant_id: int | None = Field(default=None, ge=1, le=MAX_ID)
-    product_id: int | None = Field(default=None, ge=1, le=MAX_ID)
-    quantity: int = Field(ge=1, le=100)
+    variant_id: int | None = Field(strict=True, default=None, ge=1, le=MAX_ID)
+    product_id: int | None = Field(strict=True, default=None, ge=1, le=MAX_ID)
+    quantity: int = Field(strict=True, ge=1, le=100)
 
     @model_validator(mode="after")
     def _one_target(self) -> OrderLineIn:
@@ -26,7 +26,7 @@ class OrderLineIn(BaseModel):
 
 class OrderIn(BaseModel):
     items: list[OrderLineIn] = Field(min_length=1, max_length=50)
-    user_coupon_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    user_coupon_id: int | None = Field(strict=True, default=None, ge=1, le=MAX_ID)
     #: Order and pay in one transaction. Pay-later orders (``false``) are not offered yet.
     pay: Literal[True] = True
 

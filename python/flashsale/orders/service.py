@@ -17,9 +17,9 @@ concurrent orders cannot deadlock:
 from __future__ import annotations
 
 from collections import defaultdict
-from functools import partial
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -100,6 +100,26 @@ async def resolve_lines(session: AsyncSession, body: OrderIn) -> list[tuple[int,
     return sorted(lines)
 
 
+def _check_named_products(body: OrderIn, product_of: dict[int, int]) -> None:
+    """A line naming both ``variant_id`` and ``product_id`` must name a variant of that product.
+
+    Raises:
+        ValidationFailed: they disagree (422).
+    """
+    for line in body.items:
+        if (
+            line.variant_id is not None
+            and line.product_id is not None
+            and product_of[line.variant_id] != line.product_id
+        ):
+            raise ValidationFailed(
+                "variant_id is not a variant of product_id",
+                field="items",
+                variant_id=line.variant_id,
+                product_id=line.product_id,
+            )
+
+
 def _apply_coupon(coupon: Any, user_id: int, total: int, now: datetime) -> int:
     """Discount (KRW) of a user coupon row joined with its coupon, after the rules.
 
@@ -126,22 +146,17 @@ async def _check_purchase_limits(
     limits = {r.product_id: r.per_user_limit for r in rows if r.per_user_limit is not None}
     if not limits:
         return
-    held = dict(
-        (
-            await session.execute(
-                select(order_items.c.product_id, func.sum(order_items.c.quantity))
-                .join(orders, orders.c.id == order_items.c.order_id)
-                .where(
-                    orders.c.user_id == user_id,
-                    orders.c.status.in_(HOLDING_STATUSES),
-                    order_items.c.product_id.in_(sorted(limits)),
-                )
-                .group_by(order_items.c.product_id)
-            )
+    result = await session.execute(
+        select(order_items.c.product_id, func.sum(order_items.c.quantity))
+        .join(orders, orders.c.id == order_items.c.order_id)
+        .where(
+            orders.c.user_id == user_id,
+            orders.c.status.in_(HOLDING_STATUSES),
+            order_items.c.product_id.in_(sorted(limits)),
         )
-        .tuples()
-        .all()
+        .group_by(order_items.c.product_id)
     )
+    held = {product_id: quantity for product_id, quantity in result}
     for product_id, limit in sorted(limits.items()):
         already = int(held.get(product_id, 0))
         if already + wanted[product_id] > limit:
@@ -205,6 +220,7 @@ async def place_order(
     for variant_id in ids:
         if variant_id not in by_id:
             raise VariantNotFound(variant_id=variant_id)
+    _check_named_products(body, {r.id: r.product_id for r in rows})
     for r in rows:
         if not sale_is_open(r.sale_starts_at, r.sale_ends_at, now):
             raise SaleNotOpen(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 class ChargeRequest(BaseModel):
     # Range rule checked by the service (CHARGE_AMOUNT_OUT_OF_RANGE); the bound
     # here only keeps absurd numbers out of the database.
-    amount: int = Field(ge=-(2**53), le=2**53)
+    amount: int = Field(strict=True, ge=-(2**53), le=2**53)
 
 
 class ChargeOut(BaseModel):

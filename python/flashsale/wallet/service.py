@@ -14,7 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flashsale.db.models import wallet_transactions, wallets
 from flashsale.db.types import utcnow
-from flashsale.errors import BalanceLimitExceeded, ChargeAmountOutOfRange, InsufficientBalance
+from flashsale.errors import (
+    BalanceLimitExceeded,
+    ChargeAmountOutOfRange,
+    InsufficientBalance,
+    Unauthenticated,
+)
 
 MIN_CHARGE = 1_000
 MAX_CHARGE = 1_000_000
@@ -36,6 +41,7 @@ async def charge(session: AsyncSession, user_id: int, amount: int) -> tuple[int,
 
     Raises:
         ChargeAmountOutOfRange: amount outside 1,000..1,000,000 (422).
+        Unauthenticated: the user no longer exists (401).
         BalanceLimitExceeded: the balance would pass 100,000,000 (409).
     """
     check_charge_amount(amount)
@@ -49,6 +55,11 @@ async def charge(session: AsyncSession, user_id: int, amount: int) -> tuple[int,
         )
     ).scalar_one_or_none()
     if balance is None:
+        exists = (
+            await session.execute(select(wallets.c.user_id).where(wallets.c.user_id == user_id))
+        ).first()
+        if exists is None:
+            raise Unauthenticated("User no longer exists")
         raise BalanceLimitExceeded(amount=amount, max_balance=MAX_BALANCE)
     tx_id = await append_ledger(session, user_id, "CHARGE", amount, balance, None, now)
     return tx_id, balance, now

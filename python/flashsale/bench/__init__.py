@@ -1,0 +1,1 @@
+"""Benchmarks run by ``flashsale bench`` (``flashsale bench core``: the C++ primitives)."""

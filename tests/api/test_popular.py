@@ -1,0 +1,142 @@
+"""``/products/popular``: the sliding-window ranking (DESIGN §5 "Catalog", §6.5)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from .support import Api, StartApp, User, expect
+
+pytestmark = pytest.mark.anyio
+
+
+async def _sell(api: Api, user: User, variant_id: int, quantity: int, times: int = 1) -> None:
+    for _ in range(times):
+        expect(await api.order(user, (variant_id, quantity)), 201)
+
+
+def _ranked(body: dict[str, object]) -> list[tuple[int, int, int]]:
+    items = body["items"]
+    assert isinstance(items, list)
+    return [(i["product_id"], i["quantity"], i["orders"]) for i in items]
+
+
+async def test_empty(api: Api) -> None:
+    body = expect(await api.get("/products/popular"), 200)
+    assert body["items"] == []
+    assert body["metric"] == "quantity"
+
+
+async def test_ranking_by_quantity_and_orders(api: Api) -> None:
+    user = await api.user(balance=1_000_000)
+    a = await api.product((1_000, 100))
+    b = await api.product((2_000, 100), (1_500, 100))
+    c = await api.product((3_000, 100))
+    va = a["variants"][0]["id"]
+    vb1, vb2 = (v["id"] for v in b["variants"])
+    vc = c["variants"][0]["id"]
+    await _sell(api, user, va, 5)  # A: 5 units, 1 order
+    await _sell(api, user, vc, 1, times=3)  # C: 3 units, 3 orders
+    # B: one order with two of its variants counts one order, 4 units
+    expect(await api.order(user, (vb1, 2), (vb2, 2)), 201)
+    # a refused order counts for nothing
+    poor = await api.user()
+    expect(await api.order(poor, (vc, 50)), 409, "INSUFFICIENT_BALANCE")
+
+    body = expect(await api.get("/products/popular", params={"metric": "quantity"}), 200)
+    assert set(body) == {"metric", "window_start", "window_end", "items"}
+    assert body["metric"] == "quantity"
+    assert _ranked(body) == [(a["id"], 5, 1), (b["id"], 4, 1), (c["id"], 3, 3)]
+    first = body["items"][0]
+    assert set(first) == {"rank", "product_id", "name", "price", "quantity", "orders"}
+    assert [i["rank"] for i in body["items"]] == [1, 2, 3]
+    assert (first["name"], first["price"]) == (a["name"], 1_000)
+    assert body["items"][1]["price"] == 1_500  # lowest variant price
+
+    body = expect(await api.get("/products/popular", params={"metric": "orders"}), 200)
+    assert body["metric"] == "orders"
+    # C has 3 orders; A and B tie on 1 order: lower product id first
+    assert _ranked(body) == [(c["id"], 3, 3), (a["id"], 5, 1), (b["id"], 4, 1)]
+
+    body = expect(await api.get("/products/popular", params={"limit": 1}), 200)
+    assert _ranked(body) == [(a["id"], 5, 1)]
+
+
+async def test_ties_go_to_the_lower_product_id(api: Api) -> None:
+    user = await api.user(balance=1_000_000)
+    products = [await api.product((1_000, 100)) for _ in range(4)]
+    for p in reversed(products):  # sell the higher ids first
+        await _sell(api, user, p["variants"][0]["id"], 2)
+    for metric in ("quantity", "orders"):
+        body = expect(await api.get("/products/popular", params={"metric": metric}), 200)
+        assert [i["product_id"] for i in body["items"]] == [p["id"] for p in products]
+
+
+async def test_window_bounds(api: Api) -> None:
+    for days in (1, 3, 7):
+        body = expect(await api.get("/products/popular", params={"days": days}), 200)
+        start = datetime.fromisoformat(body["window_start"])
+        end = datetime.fromisoformat(body["window_end"])
+        assert end - start == timedelta(days=days)
+        assert start.tzinfo is not None
+
+
+async def test_bad_query_is_422(api: Api, subtests: pytest.Subtests) -> None:
+    cases: list[dict[str, object]] = [
+        {"limit": 0},
+        {"limit": 51},
+        {"limit": 10**30},
+        {"days": 0},
+        {"days": 8},
+        {"days": -1},
+        {"days": 10**30},
+        {"metric": "revenue"},
+        {"metric": ""},
+        {"limit": "five"},
+    ]
+    for params in cases:
+        with subtests.test(params=params):
+            r = await api.get("/products/popular", params=params)
+            expect(r, 422, "VALIDATION_ERROR")
+
+
+async def test_bounds_are_inclusive(api: Api) -> None:
+    for params in ({"limit": 1, "days": 1}, {"limit": 50, "days": 7}):
+        expect(await api.get("/products/popular", params=params), 200)
+
+
+async def test_ranking_survives_a_restart(api: Api, start_app: StartApp) -> None:
+    user = await api.user(balance=1_000_000)
+    a = await api.product((1_000, 100))
+    b = await api.product((1_000, 100))
+    await _sell(api, user, a["variants"][0]["id"], 1, times=2)
+    await _sell(api, user, b["variants"][0]["id"], 3)
+    before = {
+        m: _ranked(expect(await api.get("/products/popular", params={"metric": m}), 200))
+        for m in ("quantity", "orders")
+    }
+    async with start_app() as restarted:  # rebuilt from PAID orders in the database
+        for metric, ranked in before.items():
+            body = await restarted.get("/products/popular", params={"metric": metric})
+            assert _ranked(expect(body, 200)) == ranked
+    api.assert_audit_ok()
+
+
+async def test_sales_of_another_instance_are_followed(api: Api, start_app: StartApp) -> None:
+    import anyio
+
+    p = await api.product((1_000, 100))
+    async with start_app(ranking_poll_s=0.05) as other:
+        user = await other.user(balance=100_000)
+        expect(await other.order(user, (p["variants"][0]["id"], 4)), 201)
+        # api's follower polls every 0.5 s (the default)
+        with anyio.fail_after(5):
+            while True:
+                body = expect(await api.get("/products/popular"), 200)
+                if body["items"]:
+                    break
+                await anyio.sleep(0.1)
+        assert _ranked(body) == [(p["id"], 4, 1)]
+        # and the instance that sold it counts it once
+        assert _ranked(expect(await other.get("/products/popular"), 200)) == [(p["id"], 4, 1)]
