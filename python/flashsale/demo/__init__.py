@@ -1,0 +1,30 @@
+"""``flashsale demo``: a flash sale against a real server, with a report and an audit.
+
+Modules:
+
+- :mod:`flashsale.demo.server` -- :class:`~flashsale.demo.server.ServerProcess`, the real
+  service in a child process group (also used by the end-to-end tests).
+- :mod:`flashsale.demo.client` -- the asyncio load driver and per-scenario tallies.
+- :mod:`flashsale.demo.scenarios` -- seeding and the coupon rush, limited rush and
+  shopping scenarios.
+- :mod:`flashsale.demo.report` -- the printed report.
+- :mod:`flashsale.demo.run` -- argument parsing and the whole run.
+
+The heavy imports (httpx, tqdm) wait until :func:`main` runs, so ``flashsale`` commands
+other than ``demo`` do not pay for them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+
+def main(argv: list[str]) -> int:
+    """Run ``flashsale demo`` with ``argv`` (arguments after ``demo``); return the exit code.
+
+    Exit codes: 0 when every check and the audit passed, 1 when anything was wrong (the
+    report lists why), 2 for bad arguments, 130 when interrupted.
+    """
+    from flashsale.demo.run import main as run_main
+
+    return run_main(argv)

@@ -1,0 +1,317 @@
+"""A lean asyncio load driver for the Flashsale HTTP API.
+
+One shared :class:`httpx.AsyncClient` whose connection pool is as large as the wanted
+concurrency, a fixed pool of worker tasks (never more requests in flight than
+workers), and per-scenario tallies (:class:`ScenarioStats`): status classes, error
+codes from the error body, latencies in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+__all__ = [
+    "NO_RESPONSE",
+    "TIMEOUT",
+    "UNANSWERED",
+    "ApiClient",
+    "Reply",
+    "ScenarioStats",
+    "api_client",
+    "percentile",
+    "run_for",
+    "run_pool",
+]
+
+API_PREFIX = "/api/v1"
+
+T = TypeVar("T")
+
+#: Pseudo error code of a request that got no HTTP answer (connection refused/reset...).
+NO_RESPONSE = "NO_RESPONSE"
+#: Pseudo error code of a request that got no answer within the client timeout.
+TIMEOUT = "TIMEOUT"
+#: The pseudo codes of unanswered requests.
+UNANSWERED = frozenset({NO_RESPONSE, TIMEOUT})
+
+
+@dataclass(slots=True)
+class Reply:
+    """One request's outcome.
+
+    Attributes:
+        status: HTTP status, or 0 when no answer came (then ``code`` says why).
+        code: ``""`` for a 2xx answer; otherwise the error body's ``code`` (e.g.
+            ``"OUT_OF_STOCK"``), ``"HTTP_<status>"`` when the body has none, or
+            :data:`NO_RESPONSE` / :data:`TIMEOUT`.
+        body: the decoded JSON body (``None`` when absent or not JSON); for an
+            unanswered request, the ``repr`` of the transport exception.
+        latency_ms: wall time from send to the full answer, in milliseconds.
+    """
+
+    status: int
+    code: str
+    body: Any
+    latency_ms: float
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx answer."""
+        return 200 <= self.status < 300
+
+    def json_dict(self) -> dict[str, Any]:
+        """The body as a JSON object (``{}`` when it is not one)."""
+        return self.body if isinstance(self.body, dict) else {}
+
+
+@dataclass
+class ScenarioStats:
+    """Tallies of one scenario (or phase) of the demo.
+
+    Attributes:
+        name: human name, e.g. ``"coupon rush"``.
+        expected_codes: error codes that are a correct answer in this scenario (e.g.
+            ``COUPON_SOLD_OUT`` in a coupon rush); any other is "unexpected".
+        requests: requests sent (answered or not).
+        successes: 2xx answers.
+        codes: error code -> count, for every non-2xx outcome (including the pseudo
+            codes of unanswered requests).
+        server_errors: 5xx answers.
+        latencies_ms: latency of every answered request, in milliseconds.
+        started / finished: ``time.perf_counter()`` marks around the scenario, seconds.
+        notes: free-form findings of the scenario's own checks (each one is a failure).
+        transport_errors: the distinct transport exceptions of unanswered requests
+            (at most a few, for the report).
+    """
+
+    name: str
+    expected_codes: frozenset[str] = frozenset()
+    requests: int = 0
+    successes: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    server_errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    transport_errors: list[str] = field(default_factory=list)
+
+    def record(self, reply: Reply) -> None:
+        """Count one request's outcome."""
+        self.requests += 1
+        if reply.status:
+            self.latencies_ms.append(reply.latency_ms)
+        if reply.ok:
+            self.successes += 1
+        else:
+            self.codes[reply.code] += 1
+        if reply.status >= 500:
+            self.server_errors += 1
+        if (
+            not reply.status
+            and len(self.transport_errors) < 5
+            and str(reply.body) not in self.transport_errors
+        ):
+            self.transport_errors.append(str(reply.body))
+
+    def start(self) -> None:
+        """Mark the start of the scenario."""
+        self.started = time.perf_counter()
+
+    def finish(self) -> None:
+        """Mark the end of the scenario."""
+        self.finished = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the scenario, in seconds."""
+        return max(self.finished - self.started, 1e-9)
+
+    @property
+    def throughput(self) -> float:
+        """Requests per second over the scenario's wall time."""
+        return self.requests / self.seconds if self.finished else 0.0
+
+    @property
+    def unanswered(self) -> int:
+        """Requests that got no HTTP answer (no response or timeout)."""
+        return sum(self.codes[c] for c in UNANSWERED)
+
+    @property
+    def unexpected_codes(self) -> dict[str, int]:
+        """Error codes that are neither expected here nor an unanswered request."""
+        return {
+            code: n
+            for code, n in self.codes.items()
+            if code not in self.expected_codes and code not in UNANSWERED
+        }
+
+    def latency(self, pct: float) -> float:
+        """The ``pct``-th percentile latency in milliseconds (0.0 when nothing answered)."""
+        return percentile(self.latencies_ms, pct)
+
+    @property
+    def problems(self) -> list[str]:
+        """Why this scenario failed (empty when it is clean)."""
+        out: list[str] = []
+        if self.server_errors:
+            out.append(f"{self.name}: {self.server_errors} server errors (5xx)")
+        if self.unanswered:
+            seen = "; ".join(self.transport_errors)
+            out.append(f"{self.name}: {self.unanswered} requests got no answer ({seen})")
+        unexpected = self.unexpected_codes
+        if unexpected:
+            listed = ", ".join(f"{c} x{n}" for c, n in sorted(unexpected.items()))
+            out.append(f"{self.name}: unexpected error codes: {listed}")
+        out.extend(f"{self.name}: {note}" for note in self.notes)
+        return out
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of ``values`` (``pct`` in 0..100); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100.0 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+class ApiClient:
+    """Async client of ``<base_url>/api/v1`` that never raises for HTTP or transport errors.
+
+    Args:
+        base_url: server root, e.g. ``http://127.0.0.1:8000``.
+        max_connections: size of the connection pool (the wanted concurrency).
+        timeout: seconds before a request counts as :data:`TIMEOUT`.
+    """
+
+    def __init__(self, base_url: str, *, max_connections: int, timeout: float = 30.0) -> None:
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            # Below uvicorn's 5 s keep-alive, so a pooled connection is never reused
+            # just as the server closes it.
+            keepalive_expiry=2.0,
+        )
+        self.http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + API_PREFIX,
+            limits=limits,
+            timeout=httpx.Timeout(timeout),
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        stats: ScenarioStats | None = None,
+    ) -> Reply:
+        """Send one request under the API prefix and return its :class:`Reply`.
+
+        ``path`` is relative to ``/api/v1`` (e.g. ``"/orders"``). When ``stats`` is given
+        the outcome is counted there.
+        """
+        start = time.perf_counter()
+        try:
+            response = await self.http.request(
+                method, path, headers=headers, json=json, data=data, params=params
+            )
+        except httpx.TimeoutException as exc:
+            reply = Reply(0, TIMEOUT, repr(exc), (time.perf_counter() - start) * 1000.0)
+        except httpx.TransportError as exc:
+            reply = Reply(0, NO_RESPONSE, repr(exc), (time.perf_counter() - start) * 1000.0)
+        else:
+            latency = (time.perf_counter() - start) * 1000.0
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = None
+            status = response.status_code
+            if 200 <= status < 300:
+                code = ""
+            elif isinstance(body, dict) and isinstance(body.get("code"), str):
+                code = body["code"]
+            else:
+                code = f"HTTP_{status}"
+            reply = Reply(status, code, body, latency)
+        if stats is not None:
+            stats.record(reply)
+        return reply
+
+
+@asynccontextmanager
+async def api_client(
+    base_url: str, *, max_connections: int, request_timeout: float = 30.0
+) -> AsyncIterator[ApiClient]:
+    """An :class:`ApiClient` closed on exit (``request_timeout`` in seconds)."""
+    client = ApiClient(base_url, max_connections=max_connections, timeout=request_timeout)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def run_pool(
+    items: Iterable[T],
+    job: Callable[[T], Awaitable[None]],
+    *,
+    concurrency: int,
+    on_done: Callable[[], None] | None = None,
+) -> None:
+    """Run ``job(item)`` for every item with at most ``concurrency`` running at once.
+
+    A fixed set of worker tasks pulls from one iterator, so a flash crowd of N users
+    costs ``concurrency`` tasks, not N. ``on_done`` is called after each job (progress).
+    The first exception of a job cancels the others and is raised.
+    """
+    iterator = iter(items)
+
+    async def worker() -> None:
+        for item in iterator:
+            await job(item)
+            if on_done is not None:
+                on_done()
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(max(1, concurrency)):
+            group.create_task(worker())
+
+
+async def run_for(
+    seconds: float,
+    step: Callable[[], Awaitable[None]],
+    *,
+    concurrency: int,
+    on_done: Callable[[], None] | None = None,
+) -> None:
+    """Call ``step()`` in ``concurrency`` loops until ``seconds`` have passed.
+
+    A step started before the deadline is finished, never cut.
+    """
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            await step()
+            if on_done is not None:
+                on_done()
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(max(1, concurrency)):
+            group.create_task(worker())

@@ -1,0 +1,280 @@
+"""Run the real Flashsale service as a child process (for the demo and the e2e tests).
+
+:class:`ServerProcess` starts ``python -m flashsale serve`` on a free localhost port in
+its own process group, waits until ``GET /healthz`` answers 200, and on exit stops the
+whole group (SIGTERM, then SIGKILL after a grace period) so that no uvicorn worker is
+left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import httpx
+
+__all__ = ["ServerError", "ServerProcess", "free_port"]
+
+#: How many lines of the server log a start-up failure quotes.
+_LOG_TAIL_LINES = 40
+
+
+class ServerError(RuntimeError):
+    """The server could not be started (it exited, or never became healthy)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that was free a moment ago (the kernel's pick for port 0).
+
+    Another process may take it before the server binds it; :class:`ServerProcess`
+    retries with a new port when that happens.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class ServerProcess:
+    """``python -m flashsale serve`` in a child process group, as a context manager.
+
+    Example::
+
+        with ServerProcess({"FLASHSALE_DATABASE_URL": url}, workers=2) as server:
+            httpx.get(f"{server.base_url}/healthz")
+
+    Args:
+        env: variables merged over ``os.environ`` for the child (e.g. ``FLASHSALE_*``).
+        workers: uvicorn worker processes (``--workers``).
+        host: interface to bind; the port is picked free on it.
+        log_path: file that receives the server's stdout and stderr (appended); by
+            default a new temporary file, kept after stop so it can be read.
+        startup_timeout: seconds to wait for ``/healthz`` before giving up.
+        stop_timeout: seconds between SIGTERM and SIGKILL on stop.
+        cwd: working directory of the child (default: the current one).
+
+    Raises:
+        ServerError: from :meth:`start` when the process exits before it is healthy
+            or is not healthy within ``startup_timeout``; the message ends with the
+            tail of the log.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        workers: int = 2,
+        host: str = "127.0.0.1",
+        log_path: Path | str | None = None,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+        cwd: Path | str | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.env: dict[str, str] = dict(env or {})
+        self.workers = workers
+        self.host = host
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.cwd = Path(cwd) if cwd is not None else None
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix="flashsale-server-", suffix=".log")
+            os.close(fd)
+            log_path = name
+        self.log_path = Path(log_path)
+        self.port: int | None = None
+        self.returncode: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    # -- properties -------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the running server (no trailing slash, no API prefix)."""
+        if self.port is None:
+            raise ServerError("the server is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server's main process (also its process group id)."""
+        if self._proc is None:
+            raise ServerError("the server is not started")
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """True while the main server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the server log."""
+        return _log_tail(self.log_path, lines)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the server and block until ``GET /healthz`` answers 200.
+
+        Retries a few times on a new port when the picked port was taken meanwhile.
+        """
+        if self._proc is not None:
+            raise ServerError("the server is already started")
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            self._spawn()
+            try:
+                self._wait_healthy()
+                return
+            except BaseException as exc:
+                if not isinstance(exc, ServerError):
+                    # Ctrl-C (or any error) while waiting: leave no server behind.
+                    self.stop()
+                    raise
+                tail = self.log_tail()
+                self.stop()
+                self._proc = None
+                if attempt < attempts and "address already in use" in tail.lower():
+                    continue
+                raise ServerError(f"{exc}\n--- last lines of {self.log_path} ---\n{tail}") from None
+
+    def _spawn(self) -> None:
+        self.port = free_port(self.host)
+        self.returncode = None
+        cmd = [
+            sys.executable,
+            "-m",
+            "flashsale",
+            "serve",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self._log.write(f"$ {' '.join(cmd)}\n".encode())
+        self._log.flush()
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                # Own process group: Ctrl-C in the terminal does not reach the workers
+                # half-way, and stop() can signal the master and all workers at once.
+                start_new_session=True,
+            )
+        except BaseException:
+            self._log.close()
+            self._log = None
+            raise
+
+    def _wait_healthy(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        url = f"{self.base_url}/healthz"
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                code = self._proc.poll()
+                if code is not None:
+                    raise ServerError(f"the server exited with code {code} before it was healthy")
+                try:
+                    if client.get(url).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"the server was not healthy within {self.startup_timeout:.0f} s ({url})"
+                    )
+                time.sleep(0.1)
+
+    def _signal_group(self, sig: signal.Signals) -> bool:
+        """Send ``sig`` to the server's process group; False when the group is gone."""
+        assert self._proc is not None
+        try:
+            os.killpg(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def _group_alive(self) -> bool:
+        assert self._proc is not None
+        try:
+            os.killpg(self._proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def stop(self) -> int | None:
+        """Stop the server's process group: SIGTERM, then SIGKILL after ``stop_timeout`` s.
+
+        Idempotent. Returns the main process's exit code (negative: killed by that
+        signal), or None when it was never started.
+        """
+        proc = self._proc
+        if proc is None:
+            return self.returncode
+        try:
+            if proc.poll() is None:
+                self._signal_group(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    self._signal_group(signal.SIGKILL)
+                    proc.wait(timeout=self.stop_timeout)
+            # Workers normally exit with the master; never leave one behind.
+            deadline = time.monotonic() + min(self.stop_timeout, 5.0)
+            while self._group_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._group_alive():
+                self._signal_group(signal.SIGKILL)
+        except BaseException:
+            # Interrupted while waiting (e.g. a second Ctrl-C): do not wait, kill.
+            self._signal_group(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=self.stop_timeout)
+            raise
+        finally:
+            self.returncode = proc.returncode
+            if self._log is not None:
+                with contextlib.suppress(OSError):
+                    self._log.close()
+                self._log = None
+        return self.returncode
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

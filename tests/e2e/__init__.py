@@ -1,0 +1,1 @@
+"""End-to-end tests: real `flashsale serve` processes driven over HTTP."""

@@ -1,0 +1,255 @@
+"""End-to-end fixtures: a real ``flashsale serve`` (2 workers) on a fresh SQLite file per test.
+
+The ``live_server`` fixture yields a :class:`LiveServer` that also carries the shared
+helpers: an HTTP client under ``/api/v1``, the admin's bearer header, seeding users
+over HTTP, creating products and coupons, and the audit (library and CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import httpx
+import pytest
+
+from flashsale.demo.server import ServerProcess
+
+API_PREFIX = "/api/v1"
+PASSWORD = "Passw0rd!"
+#: Seconds any single HTTP request may take before the test fails.
+REQUEST_TIMEOUT = 60.0
+#: Requests in flight while seeding users (SQLite has one writer: more only queues).
+SEED_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class User:
+    """A user created over HTTP: id, e-mail and ``Authorization`` header."""
+
+    user_id: int
+    email: str
+    headers: dict[str, str]
+
+
+def error_code(response: httpx.Response) -> str | None:
+    """The ``code`` of an error body, or None."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
+
+
+def expect(response: httpx.Response, status: int) -> Any:
+    """Assert the status (showing the body otherwise) and return the JSON body."""
+    assert response.status_code == status, (
+        f"{response.request.method} {response.request.url} -> "
+        f"{response.status_code}: {response.text}"
+    )
+    return response.json()
+
+
+@dataclass
+class LiveServer:
+    """A running server and the helpers the e2e tests share.
+
+    Attributes:
+        process: the :class:`ServerProcess`.
+        database_url: ``sqlite:///<tmp_path>/flashsale.db``.
+        admin_email / admin_password: the admin bootstrapped at start.
+    """
+
+    process: ServerProcess
+    database_url: str
+    admin_email: str
+    admin_password: str
+
+    # Also reachable from the tests as methods: test modules never import conftest.
+    expect = staticmethod(expect)
+    error_code = staticmethod(error_code)
+
+    @property
+    def api_url(self) -> str:
+        """``http://127.0.0.1:<port>/api/v1``."""
+        return self.process.base_url + API_PREFIX
+
+    @asynccontextmanager
+    async def client(self, connections: int = 200) -> AsyncIterator[httpx.AsyncClient]:
+        """An ``httpx.AsyncClient`` on the API prefix with a pool of ``connections``."""
+        limits = httpx.Limits(
+            max_connections=connections,
+            max_keepalive_connections=connections,
+            keepalive_expiry=2.0,
+        )
+        async with httpx.AsyncClient(
+            base_url=self.api_url, limits=limits, timeout=REQUEST_TIMEOUT
+        ) as client:
+            yield client
+
+    async def login(self, client: httpx.AsyncClient, email: str, password: str) -> dict[str, str]:
+        """``POST /auth/token`` (form) and return the bearer header."""
+        body = expect(
+            await client.post("/auth/token", data={"username": email, "password": password}),
+            200,
+        )
+        assert body["token_type"].lower() == "bearer"
+        return {"Authorization": f"Bearer {body['access_token']}"}
+
+    async def admin_headers(self, client: httpx.AsyncClient) -> dict[str, str]:
+        """The admin's bearer header."""
+        return await self.login(client, self.admin_email, self.admin_password)
+
+    async def seed_users(
+        self,
+        client: httpx.AsyncClient,
+        count: int,
+        *,
+        prefix: str = "user",
+        charge: int | None = None,
+        concurrency: int = SEED_CONCURRENCY,
+    ) -> list[User]:
+        """Sign up, log in and (when ``charge`` is given) charge ``count`` users, in order."""
+        limiter = asyncio.Semaphore(concurrency)
+
+        async def one(index: int) -> User:
+            email = f"{prefix}{index:05d}@example.com"
+            async with limiter:
+                body = expect(
+                    await client.post(
+                        "/auth/signup",
+                        json={"email": email, "password": PASSWORD, "name": f"{prefix} {index}"},
+                    ),
+                    201,
+                )
+                headers = await self.login(client, email, PASSWORD)
+                if charge is not None:
+                    expect(
+                        await client.post(
+                            "/me/wallet/charges", headers=headers, json={"amount": charge}
+                        ),
+                        201,
+                    )
+            return User(user_id=int(body["user_id"]), email=email, headers=headers)
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+    async def create_product(
+        self,
+        client: httpx.AsyncClient,
+        admin: dict[str, str],
+        *,
+        name: str,
+        variants: list[dict[str, Any]],
+        per_user_limit: int | None = None,
+    ) -> dict[str, Any]:
+        """``POST /admin/products`` (sale always open); returns the product detail."""
+        body: dict[str, Any] = expect(
+            await client.post(
+                "/admin/products",
+                headers=admin,
+                json={
+                    "name": name,
+                    "description": f"{name} (e2e)",
+                    "sale_starts_at": None,
+                    "sale_ends_at": None,
+                    "per_user_limit": per_user_limit,
+                    "variants": variants,
+                },
+            ),
+            201,
+        )
+        return body
+
+    async def create_coupon(
+        self,
+        client: httpx.AsyncClient,
+        admin: dict[str, str],
+        *,
+        total_quantity: int,
+        discount_value: int = 5_000,
+        min_order_amount: int = 10_000,
+    ) -> dict[str, Any]:
+        """``POST /admin/coupons`` (FIXED, always issuable, valid 7 days); returns the coupon."""
+        body: dict[str, Any] = expect(
+            await client.post(
+                "/admin/coupons",
+                headers=admin,
+                json={
+                    "name": f"e2e {discount_value} off",
+                    "discount_type": "FIXED",
+                    "discount_value": discount_value,
+                    "max_discount_amount": None,
+                    "min_order_amount": min_order_amount,
+                    "total_quantity": total_quantity,
+                    "issue_starts_at": None,
+                    "issue_ends_at": None,
+                    "valid_days": 7,
+                },
+            ),
+            201,
+        )
+        assert body["remaining_quantity"] == total_quantity
+        return body
+
+    async def assert_audit_clean(self, *, cli: bool = True) -> None:
+        """Run the audit on the database: ``run_audit(url).ok`` and ``flashsale audit`` exit 0."""
+        from flashsale.audit import run_audit
+
+        # In a thread: the audit may run its own event loop.
+        report = await anyio.to_thread.run_sync(run_audit, self.database_url)
+        assert report.checks, "the audit checked nothing"
+        assert report.ok, f"audit failures: {report.failures}"
+        if cli:
+            proc = await anyio.to_thread.run_sync(
+                lambda: subprocess.run(
+                    [sys.executable, "-m", "flashsale", "audit", "--database-url",
+                     self.database_url],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+            )  # fmt: skip
+            assert proc.returncode == 0, f"flashsale audit: {proc.stdout}\n{proc.stderr}"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run the async e2e tests on asyncio (the demo's own loop)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server with 2 workers on ``tmp_path/flashsale.db`` (bcrypt cost 4); stopped after.
+
+    Fails the test at teardown when the server log shows a traceback.
+    """
+    database_url = f"sqlite:///{tmp_path / 'flashsale.db'}"
+    admin_email = "admin@example.com"
+    admin_password = f"Adm1n-{secrets.token_urlsafe(12)}"
+    env = {
+        "FLASHSALE_DATABASE_URL": database_url,
+        "FLASHSALE_JWT_SECRET": secrets.token_urlsafe(48),
+        "FLASHSALE_ADMIN_EMAIL": admin_email,
+        "FLASHSALE_ADMIN_PASSWORD": admin_password,
+        "FLASHSALE_PASSWORD_HASH_COST": "4",
+    }
+    log_path = tmp_path / "server.log"
+    with ServerProcess(env, workers=2, log_path=log_path) as process:
+        yield LiveServer(process, database_url, admin_email, admin_password)
+    # Every request must be answered on purpose: an unhandled error is a failure even
+    # when the client saw a tidy 500 (or nothing at all).
+    log = log_path.read_text(encoding="utf-8", errors="replace")
+    if "Traceback" in log:
+        first = log.index("Traceback")
+        pytest.fail(f"the server logged an unhandled error:\n{log[first : first + 3000]}")
