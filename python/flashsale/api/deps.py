@@ -18,7 +18,8 @@ from flashsale.db.types import MAX_ID
 from flashsale.errors import Forbidden, InvalidCursor, Unauthenticated
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: a sync dependency would cost a thread-pool hop on every request.
     state: AppState = request.app.state.flashsale
     return state
 
@@ -45,7 +46,7 @@ ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def current_principal(state: State, token: Annotated[str | None, Depends(_bearer)]) -> Principal:
+async def current_principal(state: State, token: Annotated[str | None, Depends(_bearer)]) -> Principal:
     """The caller of a request with ``Authorization: Bearer``.
 
     Raises:
@@ -59,7 +60,7 @@ def current_principal(state: State, token: Annotated[str | None, Depends(_bearer
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 
 
-def admin_principal(principal: CurrentUser) -> Principal:
+async def admin_principal(principal: CurrentUser) -> Principal:
     """The caller, who must have the admin role (403 otherwise)."""
     if not principal.is_admin:
         raise Forbidden("Admin role required")

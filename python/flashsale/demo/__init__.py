@@ -10,7 +10,7 @@ Modules:
 - :mod:`flashsale.demo.report` -- the printed report.
 - :mod:`flashsale.demo.run` -- argument parsing and the whole run.
 
-The heavy imports (httpx, tqdm) wait until :func:`main` runs, so ``flashsale`` commands
+The heavy imports (aiohttp, tqdm) wait until :func:`main` runs, so ``flashsale`` commands
 other than ``demo`` do not pay for them.
 """
 

@@ -1,7 +1,9 @@
 """A lean asyncio load driver for the Flashsale HTTP API.
 
-One shared :class:`httpx.AsyncClient` whose connection pool is as large as the wanted
-concurrency, a fixed pool of worker tasks (never more requests in flight than
+One shared :class:`aiohttp.ClientSession` whose connection pool is as large as the
+wanted concurrency (aiohttp rather than httpx: on this 2-core machine httpx's pool
+spent a whole core at ~350 req/s and became the bottleneck, aiohttp drives the
+server at several thousand), a fixed pool of worker tasks (never more requests in flight than
 workers), and per-scenario tallies (:class:`ScenarioStats`): status classes, error
 codes from the error body, latencies in milliseconds.
 """
@@ -9,6 +11,7 @@ codes from the error body, latencies in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -16,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 
 __all__ = [
     "NO_RESPONSE",
@@ -194,22 +197,20 @@ class ApiClient:
     """
 
     def __init__(self, base_url: str, *, max_connections: int, timeout: float = 30.0) -> None:
-        limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
+        self.base_url = base_url.rstrip("/") + API_PREFIX
+        connector = aiohttp.TCPConnector(
+            limit=max_connections,
             # Below uvicorn's 5 s keep-alive, so a pooled connection is never reused
             # just as the server closes it.
-            keepalive_expiry=2.0,
+            keepalive_timeout=2.0,
         )
-        self.http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + API_PREFIX,
-            limits=limits,
-            timeout=httpx.Timeout(timeout),
+        self.http = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
         )
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self.http.aclose()
+        await self.http.close()
 
     async def request(
         self,
@@ -229,20 +230,26 @@ class ApiClient:
         """
         start = time.perf_counter()
         try:
-            response = await self.http.request(
-                method, path, headers=headers, json=json, data=data, params=params
-            )
-        except httpx.TimeoutException as exc:
+            async with self.http.request(
+                method,
+                self.base_url + path,
+                headers=headers,
+                json=json,
+                data=data,
+                params=params,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError as exc:
             reply = Reply(0, TIMEOUT, repr(exc), (time.perf_counter() - start) * 1000.0)
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             reply = Reply(0, NO_RESPONSE, repr(exc), (time.perf_counter() - start) * 1000.0)
         else:
             latency = (time.perf_counter() - start) * 1000.0
             try:
-                body: Any = response.json()
+                body: Any = jsonlib.loads(raw) if raw else None
             except ValueError:
                 body = None
-            status = response.status_code
             if 200 <= status < 300:
                 code = ""
             elif isinstance(body, dict) and isinstance(body.get("code"), str):
