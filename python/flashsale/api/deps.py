@@ -46,7 +46,9 @@ ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-async def current_principal(state: State, token: Annotated[str | None, Depends(_bearer)]) -> Principal:
+async def current_principal(
+    state: State, token: Annotated[str | None, Depends(_bearer)]
+) -> Principal:
     """The caller of a request with ``Authorization: Bearer``.
 
     Raises:
