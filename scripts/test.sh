@@ -23,6 +23,10 @@ echo "== ruff"
 ruff check python tests
 ruff format --check python tests
 
+echo "== clang-format"
+clang-format --dry-run --Werror cpp/include/flashsale/*.hpp cpp/src/*.cpp cpp/bindings/*.cpp \
+  cpp/bindings/*.hpp cpp/tests/*.cpp
+
 echo "== mypy (strict)"
 mypy
 

@@ -43,7 +43,8 @@ void register_coupons(py::module_& m) {
   py::class_<CouponGate>(m, "CouponGate",
                          "First-come coupon counters, at most per_user_limit coupons per user.")
       .def(py::init<>())
-      .def("configure", &CouponGate::configure, "coupon_id"_a, "remaining"_a, "per_user_limit"_a = 1,
+      .def("configure", &CouponGate::configure, "coupon_id"_a, "remaining"_a,
+           "per_user_limit"_a = 1,
            "Create the coupon or update remaining and limit, keeping per-user records. "
            "ValueError if remaining < 0 or per_user_limit < 1.")
       // try_issue keeps the GIL: one uncontended mutex and a CAS are cheaper than a

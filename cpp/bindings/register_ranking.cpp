@@ -90,8 +90,8 @@ class InputColumn {
       }
       buffer_.reset();  // another element type: convert it like any sequence
     }
-    const py::object seq =
-        fast_sequence(obj, (std::string(name) + " must be a sequence or an int64/float64 buffer").c_str());
+    const py::object seq = fast_sequence(
+        obj, (std::string(name) + " must be a sequence or an int64/float64 buffer").c_str());
     size_ = static_cast<std::size_t>(PySequence_Fast_GET_SIZE(seq.ptr()));
     PyObject** items = PySequence_Fast_ITEMS(seq.ptr());
     copy_.resize(size_);
@@ -141,7 +141,8 @@ void register_ranking(py::module_& m) {
       .def("__repr__", &repr)
       .def("__eq__",
            [](const RankEntry& self, py::object other) -> py::object {
-             if (!py::isinstance<RankEntry>(other)) return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+             if (!py::isinstance<RankEntry>(other))
+               return py::reinterpret_borrow<py::object>(Py_NotImplemented);
              return py::bool_(self == other.cast<const RankEntry&>());
            })
       .def("__hash__", [](const RankEntry& self) {
@@ -156,7 +157,8 @@ void register_ranking(py::module_& m) {
       .def_property_readonly("bucket_seconds", &SlidingWindowRanking::bucket_seconds)
       // record keeps the GIL: a lock-free push is cheaper than a GIL hand-off
       // (`flashsale bench core` measures both); the queue needs no GIL.
-      .def("record", &SlidingWindowRanking::record, "product_id"_a, "quantity"_a, "orders"_a, "ts"_a,
+      .def("record", &SlidingWindowRanking::record, "product_id"_a, "quantity"_a, "orders"_a,
+           "ts"_a,
            "Enqueue a sale (negative values undo a cancelled one). ValueError if quantity and "
            "orders are both 0.")
       .def(
@@ -167,11 +169,12 @@ void register_ranking(py::module_& m) {
             py::gil_scoped_release release;
             r.record(product_id, quantity, orders, ts);
           },
-          "product_id"_a, "quantity"_a, "orders"_a, "ts"_a, "record releasing the GIL (for the benchmark).")
+          "product_id"_a, "quantity"_a, "orders"_a, "ts"_a,
+          "record releasing the GIL (for the benchmark).")
       .def(
           "record_many",
-          [](SlidingWindowRanking& r, py::handle product_ids, py::handle quantities, py::handle orders,
-             py::handle timestamps) {
+          [](SlidingWindowRanking& r, py::handle product_ids, py::handle quantities,
+             py::handle orders, py::handle timestamps) {
             const InputColumn<std::int64_t> ids(product_ids, "product_ids");
             const InputColumn<std::int64_t> qty(quantities, "quantities");
             const InputColumn<std::int64_t> ords(orders, "orders");
@@ -185,7 +188,8 @@ void register_ranking(py::module_& m) {
             // exported array.array cannot be resized), released only after the
             // GIL is back; the ranking locks for itself.
             py::gil_scoped_release release;
-            r.record_many(n, ids.int_column(), qty.int_column(), ords.int_column(), ts.time_column());
+            r.record_many(n, ids.int_column(), qty.int_column(), ords.int_column(),
+                          ts.time_column());
           },
           "product_ids"_a, "quantities"_a, "orders"_a, "timestamps"_a,
           "Bulk load; sequences or int64/float64 buffers (timestamps may be int64), all the same "
@@ -224,13 +228,12 @@ void register_ranking(py::module_& m) {
           },
           "now"_a, "window_seconds"_a = py::none(),
           "product_id -> (quantity, orders) over the window, for audits.")
-      .def(
-          "clear",
-          [](SlidingWindowRanking& r) {
-            // Safe: no Python objects involved; freeing many buckets takes a while.
-            py::gil_scoped_release release;
-            r.clear();
-          })
+      .def("clear",
+           [](SlidingWindowRanking& r) {
+             // Safe: no Python objects involved; freeing many buckets takes a while.
+             py::gil_scoped_release release;
+             r.clear();
+           })
       .def(
           "pair_count",
           [](SlidingWindowRanking& r) {

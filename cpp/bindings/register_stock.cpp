@@ -34,7 +34,8 @@ class Lines {
     for (std::size_t i = 0; i < n; ++i) {
       PyObject* item = items[i];
       if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2) {
-        out[i] = StockLine{to_int64(PyTuple_GET_ITEM(item, 0)), to_int64(PyTuple_GET_ITEM(item, 1))};
+        out[i] =
+            StockLine{to_int64(PyTuple_GET_ITEM(item, 0)), to_int64(PyTuple_GET_ITEM(item, 1))};
         continue;
       }
       const py::object pair = fast_sequence(item, "each line must be a (sku, quantity) pair");

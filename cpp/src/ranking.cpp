@@ -86,7 +86,8 @@ std::int64_t SlidingWindowRanking::bucket_of_int(std::int64_t ts) const noexcept
   return b;
 }
 
-std::int64_t SlidingWindowRanking::window_buckets(std::optional<std::int64_t> window_seconds) const {
+std::int64_t SlidingWindowRanking::window_buckets(
+    std::optional<std::int64_t> window_seconds) const {
   if (!window_seconds) return n_buckets_;
   const std::int64_t w = *window_seconds;
   if (w <= 0 || w > window_seconds_ || w % bucket_seconds_ != 0) {
@@ -182,8 +183,8 @@ void SlidingWindowRanking::advance_locked(std::int64_t cur) {
 
 template <class Ts>
 void SlidingWindowRanking::apply_column_locked(std::size_t n, Column<std::int64_t> ids,
-                                               Column<std::int64_t> qty, Column<std::int64_t> orders,
-                                               Column<Ts> ts) {
+                                               Column<std::int64_t> qty,
+                                               Column<std::int64_t> orders, Column<Ts> ts) {
   // The running totals are larger than the caches: ask for the index slot of
   // the event a few places ahead while this one is applied.
   constexpr std::size_t kLookahead = 8;
@@ -227,13 +228,15 @@ void SlidingWindowRanking::record_many(std::span<const std::int64_t> product_ids
                                        std::span<const double> timestamps) {
   const std::size_t n = product_ids.size();
   if (quantities.size() != n || orders.size() != n || timestamps.size() != n) {
-    throw InvalidArgument("product_ids, quantities, orders and timestamps must have the same length");
+    throw InvalidArgument(
+        "product_ids, quantities, orders and timestamps must have the same length");
   }
   auto col = [](std::span<const std::int64_t> s) {
     return Column<std::int64_t>{reinterpret_cast<const std::byte*>(s.data()), sizeof(std::int64_t)};
   };
-  record_many(n, col(product_ids), col(quantities), col(orders),
-              TimeColumn{reinterpret_cast<const std::byte*>(timestamps.data()), sizeof(double), false});
+  record_many(
+      n, col(product_ids), col(quantities), col(orders),
+      TimeColumn{reinterpret_cast<const std::byte*>(timestamps.data()), sizeof(double), false});
 }
 
 template <class Fn>
@@ -255,7 +258,8 @@ void SlidingWindowRanking::for_each_in_window_locked(double now,
       add_counts(sum, product_id, c.quantity, c.orders);
     });
   }
-  sum.for_each([&fn](std::int64_t product_id, const Counts& c) { fn(product_id, c.quantity, c.orders); });
+  sum.for_each(
+      [&fn](std::int64_t product_id, const Counts& c) { fn(product_id, c.quantity, c.orders); });
 }
 
 std::vector<RankEntry> SlidingWindowRanking::top(std::size_t k, double now, RankMetric metric,
@@ -277,19 +281,20 @@ std::vector<RankEntry> SlidingWindowRanking::top(std::size_t k, double now, Rank
   heap.reserve(std::min<std::size_t>(k, 1024));
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for_each_in_window_locked(now, window_seconds, [&](std::int64_t product_id, std::int64_t quantity,
-                                                       std::int64_t orders) {
-      const RankEntry entry{product_id, quantity, orders};
-      if (value(entry) <= 0) return;
-      if (heap.size() < k) {
-        heap.push_back(entry);
-        std::push_heap(heap.begin(), heap.end(), better);
-      } else if (better(entry, heap.front())) {
-        std::pop_heap(heap.begin(), heap.end(), better);
-        heap.back() = entry;
-        std::push_heap(heap.begin(), heap.end(), better);
-      }
-    });
+    for_each_in_window_locked(
+        now, window_seconds,
+        [&](std::int64_t product_id, std::int64_t quantity, std::int64_t orders) {
+          const RankEntry entry{product_id, quantity, orders};
+          if (value(entry) <= 0) return;
+          if (heap.size() < k) {
+            heap.push_back(entry);
+            std::push_heap(heap.begin(), heap.end(), better);
+          } else if (better(entry, heap.front())) {
+            std::pop_heap(heap.begin(), heap.end(), better);
+            heap.back() = entry;
+            std::push_heap(heap.begin(), heap.end(), better);
+          }
+        });
   }
   std::sort_heap(heap.begin(), heap.end(), better);
   return heap;
@@ -302,10 +307,11 @@ std::vector<RankEntry> SlidingWindowRanking::totals(double now,
   std::vector<RankEntry> result;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for_each_in_window_locked(now, window_seconds, [&result](std::int64_t product_id,
-                                                            std::int64_t quantity, std::int64_t orders) {
-      result.push_back(RankEntry{product_id, quantity, orders});
-    });
+    for_each_in_window_locked(
+        now, window_seconds,
+        [&result](std::int64_t product_id, std::int64_t quantity, std::int64_t orders) {
+          result.push_back(RankEntry{product_id, quantity, orders});
+        });
   }
   std::sort(result.begin(), result.end(),
             [](const RankEntry& a, const RankEntry& b) { return a.product_id < b.product_id; });
@@ -339,7 +345,8 @@ std::size_t SlidingWindowRanking::memory_bytes() {
   constexpr std::size_t kMapNodeBytes = sizeof(std::pair<const std::int64_t, CountMap>) + 32 + 16;
   std::lock_guard<std::mutex> lock(mutex_);
   drain_locked();
-  std::size_t bytes = sizeof(*this) + (kQueueCapacity + 1) * kQueueNodeBytes + totals_.memory_bytes();
+  std::size_t bytes =
+      sizeof(*this) + (kQueueCapacity + 1) * kQueueNodeBytes + totals_.memory_bytes();
   for (const auto& [bucket, map] : buckets_) bytes += kMapNodeBytes + map.memory_bytes();
   return bytes;
 }

@@ -103,7 +103,8 @@ TEST(CouponGateStress, ExactUnderContention) {
       for (int i = 0; i < kOpsPerThread; ++i) {
         const auto coupon = static_cast<std::int64_t>(rng() % kCoupons);
         const auto user = static_cast<std::int64_t>(rng() % kUsers);
-        if (gate.try_issue(coupon, user) == IssueResult::Issued) ++mine[static_cast<std::size_t>(coupon)][user];
+        if (gate.try_issue(coupon, user) == IssueResult::Issued)
+          ++mine[static_cast<std::size_t>(coupon)][user];
       }
     });
   }
@@ -145,8 +146,10 @@ TEST(CouponGateStress, RevokeAndMarkIssuedRacingIssue) {
       std::mt19937_64 rng(static_cast<std::uint64_t>(t) + 7);
       std::int64_t mine = 0;
       for (int i = 0; i < kOpsPerThread; ++i) {
-        // Threads own disjoint users for revoke, so a revoke never races a revoke of the same coupon.
-        const std::int64_t user = static_cast<std::int64_t>(rng() % (kUsers / kThreads)) * kThreads + t;
+        // Threads own disjoint users for revoke, so a revoke never races a revoke of the same
+        // coupon.
+        const std::int64_t user =
+            static_cast<std::int64_t>(rng() % (kUsers / kThreads)) * kThreads + t;
         const auto op = rng() % 8;
         if (op < 5) {
           if (gate.try_issue(9, user) == IssueResult::Issued) ++mine;

@@ -16,7 +16,8 @@ TEST(FlatMap, MatchesStdMapUnderInsertEraseChurn) {
   const std::int64_t min_key = std::numeric_limits<std::int64_t>::min();
   for (int step = 0; step < 200'000; ++step) {
     // Few distinct keys (long probe runs, many backward shifts), plus INT64_MIN.
-    const std::int64_t key = rng() % 50 == 0 ? min_key : static_cast<std::int64_t>(rng() % 3'000) - 1'500;
+    const std::int64_t key =
+        rng() % 50 == 0 ? min_key : static_cast<std::int64_t>(rng() % 3'000) - 1'500;
     if (rng() % 3 == 0) {
       ASSERT_EQ(map.erase(key), model.erase(key) == 1);
     } else {

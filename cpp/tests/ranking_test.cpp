@@ -31,7 +31,8 @@ class Model {
  public:
   explicit Model(std::int64_t n_buckets) : n_buckets_(n_buckets) {}
 
-  void record(std::int64_t product, std::int64_t quantity, std::int64_t orders, std::int64_t bucket) {
+  void record(std::int64_t product, std::int64_t quantity, std::int64_t orders,
+              std::int64_t bucket) {
     if (has_horizon_ && bucket <= horizon_ - n_buckets_) return;
     auto& c = buckets_[bucket][product];
     c.first += quantity;
@@ -66,7 +67,8 @@ class Model {
   std::map<std::int64_t, std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>>> buckets_;
 };
 
-std::vector<RankEntry> model_top(const std::vector<RankEntry>& totals, std::size_t k, RankMetric metric) {
+std::vector<RankEntry> model_top(const std::vector<RankEntry>& totals, std::size_t k,
+                                 RankMetric metric) {
   std::vector<RankEntry> out;
   for (const RankEntry& e : totals) {
     if ((metric == RankMetric::Quantity ? e.quantity : e.orders) > 0) out.push_back(e);
@@ -111,12 +113,12 @@ TEST(Ranking, TiesMetricsAndUndo) {
   r.record(7, 5, 1, at(1));
   r.record(3, 5, 2, at(1));
   r.record(9, 1, 3, at(2));
-  r.record(4, 2, 0, at(2));   // quantity without an order (e.g. a correction)
+  r.record(4, 2, 0, at(2));  // quantity without an order (e.g. a correction)
   const double now = at(2);
   EXPECT_EQ(r.top(2, now), (std::vector<RankEntry>{{3, 5, 2}, {7, 5, 1}}));
   EXPECT_EQ(r.top(5, now, RankMetric::Orders),
             (std::vector<RankEntry>{{9, 1, 3}, {3, 5, 2}, {7, 5, 1}}));  // 4 has 0 orders
-  r.record(3, -5, -2, at(1));  // cancelled
+  r.record(3, -5, -2, at(1));                                            // cancelled
   EXPECT_EQ(r.top(5, now), (std::vector<RankEntry>{{7, 5, 1}, {4, 2, 0}, {9, 1, 3}}));
   EXPECT_EQ(r.pair_count(), 3u);  // (3, bucket 1) went back to zero and is gone
 }
@@ -148,7 +150,8 @@ TEST(Ranking, NegativeTimesFloor) {
                 {reinterpret_cast<const std::byte*>(ones.data())},
                 {reinterpret_cast<const std::byte*>(ts.data()), sizeof(std::int64_t), true});
   EXPECT_EQ(r.top(5, -1.0, RankMetric::Quantity, 60), (std::vector<RankEntry>{{1, 1, 1}}));
-  EXPECT_EQ(r.top(5, -1.0, RankMetric::Quantity, 120), (std::vector<RankEntry>{{1, 1, 1}, {2, 1, 1}}));
+  EXPECT_EQ(r.top(5, -1.0, RankMetric::Quantity, 120),
+            (std::vector<RankEntry>{{1, 1, 1}, {2, 1, 1}}));
 }
 
 TEST(Ranking, BadArgumentsChangeNothing) {
@@ -161,7 +164,7 @@ TEST(Ranking, BadArgumentsChangeNothing) {
   EXPECT_THROW(r.top(1, at(5), RankMetric::Quantity, 0), InvalidArgument);
   EXPECT_THROW(r.top(1, at(5), RankMetric::Quantity, 240), InvalidArgument);
   EXPECT_THROW(r.top(1, at(5), RankMetric::Quantity, 90), InvalidArgument);
-  EXPECT_THROW(r.top(1, at(100)/0.0 * 0.0), InvalidArgument);  // NaN now
+  EXPECT_THROW(r.top(1, at(100) / 0.0 * 0.0), InvalidArgument);  // NaN now
   EXPECT_THROW((void)flashsale::parse_metric("revenue"), InvalidArgument);
   const std::vector<std::int64_t> ids{1, 2};
   const std::vector<std::int64_t> qty{1, 0};
@@ -241,7 +244,8 @@ TEST(RankingStress, ConcurrentRecordAndTop) {
   const double now = 1'700'000'000.0;
   (void)r.top(1, now);  // sets the horizon: later events are counted as they drain
 
-  std::vector<std::vector<std::int64_t>> sent(kProducers + 1, std::vector<std::int64_t>(kProducts, 0));
+  std::vector<std::vector<std::int64_t>> sent(kProducers + 1,
+                                              std::vector<std::int64_t>(kProducts, 0));
   std::atomic<bool> done{false};
   std::atomic<bool> unsorted{false};
   std::atomic<int> tops{0};
@@ -297,7 +301,8 @@ TEST(RankingStress, ConcurrentRecordAndTop) {
   ASSERT_EQ(totals.size(), static_cast<std::size_t>(kProducts));
   std::int64_t orders = 0;
   for (const RankEntry& e : totals) {
-    EXPECT_EQ(e.quantity, expected[static_cast<std::size_t>(e.product_id)]) << "product " << e.product_id;
+    EXPECT_EQ(e.quantity, expected[static_cast<std::size_t>(e.product_id)])
+        << "product " << e.product_id;
     orders += e.orders;
   }
   EXPECT_EQ(orders, kProducers * kRecordsPerProducer + 50 * 1000);

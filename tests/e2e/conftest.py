@@ -8,7 +8,6 @@ over HTTP, creating products and coupons, and the audit (library and CLI).
 from __future__ import annotations
 
 import asyncio
-import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +20,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from flashsale.demo.server import ServerProcess
+from flashsale.demo.server import ServerProcess, SqliteServerEnv
 
 API_PREFIX = "/api/v1"
 PASSWORD = "Passw0rd!"
@@ -234,19 +233,10 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
 
     Fails the test at teardown when the server log shows a traceback.
     """
-    database_url = f"sqlite:///{tmp_path / 'flashsale.db'}"
-    admin_email = "admin@example.com"
-    admin_password = f"Adm1n-{secrets.token_urlsafe(12)}"
-    env = {
-        "FLASHSALE_DATABASE_URL": database_url,
-        "FLASHSALE_JWT_SECRET": secrets.token_urlsafe(48),
-        "FLASHSALE_ADMIN_EMAIL": admin_email,
-        "FLASHSALE_ADMIN_PASSWORD": admin_password,
-        "FLASHSALE_PASSWORD_HASH_COST": "4",
-    }
+    cfg = SqliteServerEnv.in_folder(tmp_path)
     log_path = tmp_path / "server.log"
-    with ServerProcess(env, workers=2, log_path=log_path) as process:
-        yield LiveServer(process, database_url, admin_email, admin_password)
+    with ServerProcess(cfg.env, workers=2, log_path=log_path) as process:
+        yield LiveServer(process, cfg.database_url, cfg.admin_email, cfg.admin_password)
     # Every request must be answered on purpose: an unhandled error is a failure even
     # when the client saw a tidy 500 (or nothing at all).
     log = log_path.read_text(encoding="utf-8", errors="replace")

@@ -18,7 +18,8 @@ class InvalidArgument : public std::invalid_argument {
 class UnknownId : public std::out_of_range {
  public:
   UnknownId(const char* what_kind, std::int64_t id)
-      : std::out_of_range(std::string("unknown ") + what_kind + " " + std::to_string(id)), id_(id) {}
+      : std::out_of_range(std::string("unknown ") + what_kind + " " + std::to_string(id)),
+        id_(id) {}
 
   [[nodiscard]] std::int64_t id() const noexcept { return id_; }
 

@@ -23,7 +23,10 @@ namespace flashsale::detail {
 template <class Entry>  // Entry has a `const std::int64_t id` and a constructor (id, args...)
 class IdTable {
  public:
-  IdTable() { tables_.push_back(make_table(16)); current_.store(tables_.back().get()); }
+  IdTable() {
+    tables_.push_back(make_table(16));
+    current_.store(tables_.back().get());
+  }
 
   IdTable(const IdTable&) = delete;
   IdTable& operator=(const IdTable&) = delete;
@@ -81,7 +84,8 @@ class IdTable {
     auto t = std::make_unique<Table>();
     t->mask = capacity - 1;
     t->slots = std::make_unique<std::atomic<Entry*>[]>(capacity);
-    for (std::size_t i = 0; i < capacity; ++i) t->slots[i].store(nullptr, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < capacity; ++i)
+      t->slots[i].store(nullptr, std::memory_order_relaxed);
     return t;
   }
 
@@ -93,8 +97,8 @@ class IdTable {
   }
 
   mutable std::mutex mutex_;
-  std::vector<std::unique_ptr<Entry>> entries_;   // guarded by mutex_
-  std::vector<std::unique_ptr<Table>> tables_;    // guarded by mutex_; old ones kept for readers
+  std::vector<std::unique_ptr<Entry>> entries_;  // guarded by mutex_
+  std::vector<std::unique_ptr<Table>> tables_;   // guarded by mutex_; old ones kept for readers
   std::atomic<Table*> current_{nullptr};
   std::atomic<std::size_t> size_{0};
 };

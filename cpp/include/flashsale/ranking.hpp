@@ -89,7 +89,8 @@ class SlidingWindowRanking {
   static constexpr std::size_t kQueueCapacity = 65534;  // the queue's 16-bit node index limit
 
   // Throws InvalidArgument unless both > 0 and window a multiple of bucket.
-  explicit SlidingWindowRanking(std::int64_t window_seconds = 259200, std::int64_t bucket_seconds = 60);
+  explicit SlidingWindowRanking(std::int64_t window_seconds = 259200,
+                                std::int64_t bucket_seconds = 60);
   SlidingWindowRanking(const SlidingWindowRanking&) = delete;
   SlidingWindowRanking& operator=(const SlidingWindowRanking&) = delete;
 
@@ -104,8 +105,9 @@ class SlidingWindowRanking {
   // Bulk load with record()'s semantics; validates everything before applying anything.
   void record_many(std::size_t n, Column<std::int64_t> product_ids, Column<std::int64_t> quantities,
                    Column<std::int64_t> orders, TimeColumn timestamps);
-  void record_many(std::span<const std::int64_t> product_ids, std::span<const std::int64_t> quantities,
-                   std::span<const std::int64_t> orders, std::span<const double> timestamps);
+  void record_many(std::span<const std::int64_t> product_ids,
+                   std::span<const std::int64_t> quantities, std::span<const std::int64_t> orders,
+                   std::span<const double> timestamps);
 
   // Top k by metric (desc, ties by lower product id) among products whose metric
   // total over the window is > 0. Bucket b is in the window iff
@@ -115,7 +117,8 @@ class SlidingWindowRanking {
                              std::optional<std::int64_t> window_seconds = std::nullopt);
 
   // Every product with non-zero counts over the same window, sorted by product id.
-  std::vector<RankEntry> totals(double now, std::optional<std::int64_t> window_seconds = std::nullopt);
+  std::vector<RankEntry> totals(double now,
+                                std::optional<std::int64_t> window_seconds = std::nullopt);
 
   void clear();
   [[nodiscard]] std::size_t pair_count();
@@ -145,7 +148,8 @@ class SlidingWindowRanking {
   void apply_locked(const Event& e);
   void advance_locked(std::int64_t cur);
   CountMap& bucket_locked(std::int64_t bucket);
-  static void add_counts(CountMap& map, std::int64_t product_id, std::int64_t quantity, std::int64_t orders);
+  static void add_counts(CountMap& map, std::int64_t product_id, std::int64_t quantity,
+                         std::int64_t orders);
   template <class Ts>
   void apply_column_locked(std::size_t n, Column<std::int64_t> ids, Column<std::int64_t> qty,
                            Column<std::int64_t> orders, Column<Ts> ts);

@@ -35,7 +35,9 @@ class StockPool {
   // Adds the quantities back; same validation as try_reserve.
   void release(std::span<const StockLine> lines);
 
-  [[nodiscard]] bool contains(std::int64_t sku) const noexcept { return table_.find(sku) != nullptr; }
+  [[nodiscard]] bool contains(std::int64_t sku) const noexcept {
+    return table_.find(sku) != nullptr;
+  }
   [[nodiscard]] std::size_t size() const noexcept { return table_.size(); }
 
  private:

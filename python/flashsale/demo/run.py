@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+from tqdm import tqdm
 
 from flashsale.demo.client import api_client
 from flashsale.demo.report import AuditLike, DemoResult, format_report
@@ -37,7 +37,7 @@ from flashsale.demo.scenarios import (
     seed_world,
     shopping,
 )
-from flashsale.demo.server import ServerError, ServerProcess
+from flashsale.demo.server import ServerError, ServerProcess, SqliteServerEnv
 
 __all__ = ["DemoOptions", "main", "parse_args", "run_demo"]
 
@@ -289,24 +289,17 @@ def run_demo(options: DemoOptions) -> DemoResult:
         seed=seed,
     )
     with _workdir(options.keep) as workdir:
-        database_url = f"sqlite:///{workdir / 'flashsale.db'}"
-        admin_email = "admin@example.com"
-        admin_password = f"Adm1n-{secrets.token_urlsafe(12)}"
-        env = {
-            "FLASHSALE_DATABASE_URL": database_url,
-            "FLASHSALE_JWT_SECRET": secrets.token_urlsafe(48),
-            "FLASHSALE_ADMIN_EMAIL": admin_email,
-            "FLASHSALE_ADMIN_PASSWORD": admin_password,
-            "FLASHSALE_PASSWORD_HASH_COST": "4",
-        }
+        cfg = SqliteServerEnv.in_folder(workdir)
         server = ServerProcess(
-            env, workers=options.workers, log_path=workdir / "server.log", startup_timeout=60.0
+            cfg.env, workers=options.workers, log_path=workdir / "server.log", startup_timeout=60.0
         )
         started = time.perf_counter()
         with server:
-            asyncio.run(_drive(server.base_url, options, seed, admin_email, admin_password, result))
+            asyncio.run(
+                _drive(server.base_url, options, seed, cfg.admin_email, cfg.admin_password, result)
+            )
             # At rest, with the server still up: the ranking check compares what it serves.
-            result.audit = _audit(database_url)
+            result.audit = _audit(cfg.database_url)
             result.total_seconds = time.perf_counter() - started
         _judge(result)
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -51,6 +53,32 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     except OSError as exc:
         return f"(cannot read {path}: {exc})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class SqliteServerEnv:
+    """Environment of a throw-away server on a SQLite file: a random JWT secret, an admin
+    bootstrapped at start (``admin_email`` / ``admin_password``) and bcrypt cost 4."""
+
+    database_url: str
+    admin_email: str
+    admin_password: str
+    env: dict[str, str]
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> SqliteServerEnv:
+        """Settings for a database file ``folder/flashsale.db``."""
+        database_url = f"sqlite:///{folder / 'flashsale.db'}"
+        admin_email = "admin@example.com"
+        admin_password = f"Adm1n-{secrets.token_urlsafe(12)}"
+        env = {
+            "FLASHSALE_DATABASE_URL": database_url,
+            "FLASHSALE_JWT_SECRET": secrets.token_urlsafe(48),
+            "FLASHSALE_ADMIN_EMAIL": admin_email,
+            "FLASHSALE_ADMIN_PASSWORD": admin_password,
+            "FLASHSALE_PASSWORD_HASH_COST": "4",
+        }
+        return cls(database_url, admin_email, admin_password, env)
 
 
 class ServerProcess:
