@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +28,18 @@ from flashsale.errors import (
     CouponSoldOut,
 )
 from flashsale.gates import CouponIssueGate
+
+# Built once (the issue path's statements run under the flash crowd).
+_INSERT_USER_COUPON = insert(user_coupons).returning(user_coupons.c.id)
+_COUNT_ISSUE = (
+    update(coupons)
+    .where(
+        coupons.c.id == bindparam("p_coupon"),
+        coupons.c.issued_count < coupons.c.total_quantity,
+    )
+    .values(issued_count=coupons.c.issued_count + 1)
+    .returning(coupons.c.id)
+)
 
 
 def compute_discount(
@@ -116,31 +128,19 @@ async def issue(
     # The unique (coupon, user) insert comes first so that a holder hears
     # ALREADY_ISSUED even once the coupon is sold out.
     expires_at = now + timedelta(days=valid_days)
+    row = {
+        "coupon_id": coupon_id,
+        "user_id": user_id,
+        "status": "ISSUED",
+        "issued_at": now,
+        "expires_at": expires_at,
+    }
     try:
-        user_coupon_id: int = (
-            await session.execute(
-                insert(user_coupons)
-                .values(
-                    coupon_id=coupon_id,
-                    user_id=user_id,
-                    status="ISSUED",
-                    issued_at=now,
-                    expires_at=expires_at,
-                )
-                .returning(user_coupons.c.id)
-            )
-        ).scalar_one()
+        user_coupon_id: int = (await session.execute(_INSERT_USER_COUPON, row)).scalar_one()
     except IntegrityError as exc:
         after_rollback(session, lambda: gate.learn_issued(coupon_id, user_id))
         raise CouponAlreadyIssued(coupon_id=coupon_id) from exc
-    counted = (
-        await session.execute(
-            update(coupons)
-            .where(coupons.c.id == coupon_id, coupons.c.issued_count < coupons.c.total_quantity)
-            .values(issued_count=coupons.c.issued_count + 1)
-            .returning(coupons.c.id)
-        )
-    ).first()
+    counted = (await session.execute(_COUNT_ISSUE, {"p_coupon": coupon_id})).first()
     if counted is None:
         after_rollback(session, lambda: gate.learn_sold_out(coupon_id))
         raise CouponSoldOut(coupon_id=coupon_id)

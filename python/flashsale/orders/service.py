@@ -22,7 +22,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flashsale.catalog.service import sale_is_open
@@ -60,6 +60,66 @@ from flashsale.wallet.service import debit
 
 #: Orders holding units against the per-user purchase limit.
 HOLDING_STATUSES = ("PAID", "PENDING")
+
+# The order path's statements are built once and executed with parameters:
+# building a Core statement (and its cache key) costs several times more than
+# running it on SQLite.
+_LOCK_WALLET = (
+    select(wallets.c.balance).where(wallets.c.user_id == bindparam("p_user")).with_for_update()
+)
+_ORDER_VARIANTS = (
+    select(
+        variants.c.id,
+        variants.c.name.label("variant_name"),
+        variants.c.price,
+        variants.c.product_id,
+        products.c.name.label("product_name"),
+        products.c.sale_starts_at,
+        products.c.sale_ends_at,
+        products.c.per_user_limit,
+    )
+    .join(products, products.c.id == variants.c.product_id)
+    .where(variants.c.id.in_(bindparam("p_ids", expanding=True)))
+    .order_by(variants.c.id)
+)
+_HELD_UNITS = (
+    select(order_items.c.product_id, func.sum(order_items.c.quantity))
+    .join(orders, orders.c.id == order_items.c.order_id)
+    .where(
+        orders.c.user_id == bindparam("p_user"),
+        orders.c.status.in_(HOLDING_STATUSES),
+        order_items.c.product_id.in_(bindparam("p_products", expanding=True)),
+    )
+    .group_by(order_items.c.product_id)
+)
+_USER_COUPON = (
+    select(
+        user_coupons.c.user_id,
+        user_coupons.c.status,
+        user_coupons.c.expires_at,
+        coupons.c.discount_type,
+        coupons.c.discount_value,
+        coupons.c.max_discount_amount,
+        coupons.c.min_order_amount,
+    )
+    .join(coupons, coupons.c.id == user_coupons.c.coupon_id)
+    .where(user_coupons.c.id == bindparam("p_user_coupon"))
+)
+_INSERT_ORDER = insert(orders).returning(orders.c.id)
+_TAKE_STOCK = (
+    update(variants)
+    .where(variants.c.id == bindparam("p_variant"), variants.c.stock >= bindparam("p_quantity"))
+    .values(stock=variants.c.stock - bindparam("p_quantity"))
+    .returning(variants.c.stock)
+)
+_STOCK_OF = select(variants.c.stock).where(variants.c.id == bindparam("p_variant"))
+_USE_COUPON = (
+    update(user_coupons)
+    .where(user_coupons.c.id == bindparam("p_user_coupon"), user_coupons.c.status == "ISSUED")
+    .values(status="USED", used_at=bindparam("p_now"), order_id=bindparam("p_order"))
+    .returning(user_coupons.c.id)
+)
+_INSERT_PAYMENT = insert(payments).returning(payments.c.id)
 
 
 async def resolve_lines(session: AsyncSession, body: OrderIn) -> list[tuple[int, int]]:
@@ -146,16 +206,7 @@ async def _check_purchase_limits(
     limits = {r.product_id: r.per_user_limit for r in rows if r.per_user_limit is not None}
     if not limits:
         return
-    result = await session.execute(
-        select(order_items.c.product_id, func.sum(order_items.c.quantity))
-        .join(orders, orders.c.id == order_items.c.order_id)
-        .where(
-            orders.c.user_id == user_id,
-            orders.c.status.in_(HOLDING_STATUSES),
-            order_items.c.product_id.in_(sorted(limits)),
-        )
-        .group_by(order_items.c.product_id)
-    )
+    result = await session.execute(_HELD_UNITS, {"p_user": user_id, "p_products": sorted(limits)})
     held = {product_id: quantity for product_id, quantity in result}
     for product_id, limit in sorted(limits.items()):
         already = int(held.get(product_id, 0))
@@ -194,28 +245,8 @@ async def place_order(
     # Lock the buyer's wallet first: serialises this user's orders (purchase
     # limit, coupon use) on databases with row locks; no-op on SQLite, whose
     # write transactions are already serialised.
-    balance = (
-        await session.execute(
-            select(wallets.c.balance).where(wallets.c.user_id == user_id).with_for_update()
-        )
-    ).scalar_one_or_none()
-    rows = (
-        await session.execute(
-            select(
-                variants.c.id,
-                variants.c.name.label("variant_name"),
-                variants.c.price,
-                variants.c.product_id,
-                products.c.name.label("product_name"),
-                products.c.sale_starts_at,
-                products.c.sale_ends_at,
-                products.c.per_user_limit,
-            )
-            .join(products, products.c.id == variants.c.product_id)
-            .where(variants.c.id.in_(ids))
-            .order_by(variants.c.id)
-        )
-    ).all()
+    balance = (await session.execute(_LOCK_WALLET, {"p_user": user_id})).scalar_one_or_none()
+    rows = (await session.execute(_ORDER_VARIANTS, {"p_ids": ids})).all()
     by_id = {r.id: r for r in rows}
     for variant_id in ids:
         if variant_id not in by_id:
@@ -249,63 +280,34 @@ async def place_order(
     discount = 0
     if body.user_coupon_id is not None:
         coupon = (
-            await session.execute(
-                select(
-                    user_coupons.c.user_id,
-                    user_coupons.c.status,
-                    user_coupons.c.expires_at,
-                    coupons.c.discount_type,
-                    coupons.c.discount_value,
-                    coupons.c.max_discount_amount,
-                    coupons.c.min_order_amount,
-                )
-                .join(coupons, coupons.c.id == user_coupons.c.coupon_id)
-                .where(user_coupons.c.id == body.user_coupon_id)
-            )
+            await session.execute(_USER_COUPON, {"p_user_coupon": body.user_coupon_id})
         ).first()
         discount = _apply_coupon(coupon, user_id, total, now)
     paid = total - discount
     if balance is None or balance < paid:
         raise InsufficientBalance(required=paid, balance=int(balance or 0))
 
-    order_id: int = (
-        await session.execute(
-            insert(orders)
-            .values(
-                user_id=user_id,
-                status="PAID",
-                total_amount=total,
-                discount_amount=discount,
-                paid_amount=paid,
-                user_coupon_id=body.user_coupon_id,
-                created_at=now,
-                paid_at=now,
-                expires_at=None,
-            )
-            .returning(orders.c.id)
-        )
-    ).scalar_one()
+    order_row = {
+        "user_id": user_id,
+        "status": "PAID",
+        "total_amount": total,
+        "discount_amount": discount,
+        "paid_amount": paid,
+        "user_coupon_id": body.user_coupon_id,
+        "created_at": now,
+        "paid_at": now,
+        "expires_at": None,
+    }
+    order_id: int = (await session.execute(_INSERT_ORDER, order_row)).scalar_one()
     ranking.claim(order_id)
     after_rollback(session, lambda: ranking.unclaim(order_id))
 
     await debit(session, user_id, paid, order_id, now)
     for variant_id, quantity in lines:
-        left = (
-            await session.execute(
-                update(variants)
-                .where(variants.c.id == variant_id, variants.c.stock >= quantity)
-                .values(stock=variants.c.stock - quantity)
-                .returning(variants.c.stock)
-            )
-        ).scalar_one_or_none()
+        stock_params = {"p_variant": variant_id, "p_quantity": quantity}
+        left = (await session.execute(_TAKE_STOCK, stock_params)).scalar_one_or_none()
         if left is None:
-            stock = int(
-                (
-                    await session.execute(
-                        select(variants.c.stock).where(variants.c.id == variant_id)
-                    )
-                ).scalar_one()
-            )
+            stock = int((await session.execute(_STOCK_OF, stock_params)).scalar_one())
             after_rollback(session, partial(gate.learn, variant_id, stock))
             raise OutOfStock(variant_id=variant_id, requested=quantity, available=stock)
     await session.execute(
@@ -328,21 +330,20 @@ async def place_order(
     if body.user_coupon_id is not None:
         used = (
             await session.execute(
-                update(user_coupons)
-                .where(user_coupons.c.id == body.user_coupon_id, user_coupons.c.status == "ISSUED")
-                .values(status="USED", used_at=now, order_id=order_id)
-                .returning(user_coupons.c.id)
+                _USE_COUPON,
+                {"p_user_coupon": body.user_coupon_id, "p_now": now, "p_order": order_id},
             )
         ).first()
         if used is None:
             raise CouponNotUsable("Coupon was used concurrently")
-    payment_id: int = (
-        await session.execute(
-            insert(payments)
-            .values(order_id=order_id, user_id=user_id, kind="PAYMENT", amount=paid, created_at=now)
-            .returning(payments.c.id)
-        )
-    ).scalar_one()
+    payment = {
+        "order_id": order_id,
+        "user_id": user_id,
+        "kind": "PAYMENT",
+        "amount": paid,
+        "created_at": now,
+    }
+    payment_id: int = (await session.execute(_INSERT_PAYMENT, payment)).scalar_one()
 
     sold = [(i.product_id, i.quantity) for i in items]
     after_commit(session, lambda: ranking.record_sale(sold, now))

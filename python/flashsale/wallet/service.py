@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flashsale.db.models import wallet_transactions, wallets
@@ -24,6 +24,26 @@ from flashsale.errors import (
 MIN_CHARGE = 1_000
 MAX_CHARGE = 1_000_000
 MAX_BALANCE = 100_000_000
+
+# Hot-path statements are built once and executed with parameters: building a
+# Core statement (and its cache key) costs several times more than running it.
+_CREDIT = (
+    update(wallets)
+    .where(
+        wallets.c.user_id == bindparam("p_user"),
+        wallets.c.balance + bindparam("p_amount") <= MAX_BALANCE,
+    )
+    .values(balance=wallets.c.balance + bindparam("p_amount"), updated_at=bindparam("p_now"))
+    .returning(wallets.c.balance)
+)
+_DEBIT = (
+    update(wallets)
+    .where(wallets.c.user_id == bindparam("p_user"), wallets.c.balance >= bindparam("p_amount"))
+    .values(balance=wallets.c.balance - bindparam("p_amount"), updated_at=bindparam("p_now"))
+    .returning(wallets.c.balance)
+)
+_BALANCE = select(wallets.c.balance).where(wallets.c.user_id == bindparam("p_user"))
+_APPEND_LEDGER = insert(wallet_transactions).returning(wallet_transactions.c.id)
 
 
 def check_charge_amount(amount: int) -> None:
@@ -46,19 +66,10 @@ async def charge(session: AsyncSession, user_id: int, amount: int) -> tuple[int,
     """
     check_charge_amount(amount)
     now = utcnow()
-    balance = (
-        await session.execute(
-            update(wallets)
-            .where(wallets.c.user_id == user_id, wallets.c.balance + amount <= MAX_BALANCE)
-            .values(balance=wallets.c.balance + amount, updated_at=now)
-            .returning(wallets.c.balance)
-        )
-    ).scalar_one_or_none()
+    params = {"p_user": user_id, "p_amount": amount, "p_now": now}
+    balance = (await session.execute(_CREDIT, params)).scalar_one_or_none()
     if balance is None:
-        exists = (
-            await session.execute(select(wallets.c.user_id).where(wallets.c.user_id == user_id))
-        ).first()
-        if exists is None:
+        if (await session.execute(_BALANCE, params)).first() is None:
             raise Unauthenticated("User no longer exists")
         raise BalanceLimitExceeded(amount=amount, max_balance=MAX_BALANCE)
     tx_id = await append_ledger(session, user_id, "CHARGE", amount, balance, None, now)
@@ -73,14 +84,8 @@ async def debit(
     Raises:
         InsufficientBalance: the balance is lower than ``amount`` (409).
     """
-    balance = (
-        await session.execute(
-            update(wallets)
-            .where(wallets.c.user_id == user_id, wallets.c.balance >= amount)
-            .values(balance=wallets.c.balance - amount, updated_at=now)
-            .returning(wallets.c.balance)
-        )
-    ).scalar_one_or_none()
+    params = {"p_user": user_id, "p_amount": amount, "p_now": now}
+    balance = (await session.execute(_DEBIT, params)).scalar_one_or_none()
     if balance is None:
         current = await get_balance(session, user_id)
         raise InsufficientBalance(required=amount, balance=current)
@@ -98,26 +103,19 @@ async def append_ledger(
     now: datetime,
 ) -> int:
     """Append one ledger row (signed ``amount``); returns its id."""
-    tx_id: int = (
-        await session.execute(
-            insert(wallet_transactions)
-            .values(
-                user_id=user_id,
-                type=type_,
-                amount=amount,
-                balance_after=balance_after,
-                order_id=order_id,
-                created_at=now,
-            )
-            .returning(wallet_transactions.c.id)
-        )
-    ).scalar_one()
+    row = {
+        "user_id": user_id,
+        "type": type_,
+        "amount": amount,
+        "balance_after": balance_after,
+        "order_id": order_id,
+        "created_at": now,
+    }
+    tx_id: int = (await session.execute(_APPEND_LEDGER, row)).scalar_one()
     return tx_id
 
 
 async def get_balance(session: AsyncSession, user_id: int) -> int:
     """The wallet balance in KRW (0 for a user without a wallet row)."""
-    value = (
-        await session.execute(select(wallets.c.balance).where(wallets.c.user_id == user_id))
-    ).scalar_one_or_none()
+    value = (await session.execute(_BALANCE, {"p_user": user_id})).scalar_one_or_none()
     return int(value or 0)
