@@ -379,22 +379,10 @@ async def load_orders(session: AsyncSession, order_rows: Sequence[Any]) -> list[
     ).all()
     items: dict[int, list[OrderItemOut]] = defaultdict(list)
     for i in item_rows:
-        items[i.order_id].append(
-            OrderItemOut(
-                product_id=i.product_id,
-                variant_id=i.variant_id,
-                product_name=i.product_name,
-                variant_name=i.variant_name,
-                unit_price=i.unit_price,
-                quantity=i.quantity,
-                amount=i.amount,
-            )
-        )
+        items[i.order_id].append(OrderItemOut.model_validate(i._mapping))
     pays: dict[int, list[PaymentOut]] = defaultdict(list)
     for p in payment_rows:
-        pays[p.order_id].append(
-            PaymentOut(id=p.id, kind=p.kind, amount=p.amount, created_at=p.created_at)
-        )
+        pays[p.order_id].append(PaymentOut.model_validate(p._mapping))
     return [
         OrderOut(
             order_id=r.id,
