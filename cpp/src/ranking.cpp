@@ -181,22 +181,53 @@ void SlidingWindowRanking::advance_locked(std::int64_t cur) {
   }
 }
 
-template <class Ts>
+template <bool kLive, class Ts>
 void SlidingWindowRanking::apply_column_locked(std::size_t n, Column<std::int64_t> ids,
                                                Column<std::int64_t> qty,
                                                Column<std::int64_t> orders, Column<Ts> ts) {
+  // Chunks of events are split into runs of one bucket (loads come in time
+  // order): the bucket is checked and looked up once per run, and its map is
+  // sized once for the run instead of growing step by step.
+  constexpr std::size_t kChunk = 1024;
   // The running totals are larger than the caches: ask for the index slot of
   // the event a few places ahead while this one is applied.
-  constexpr std::size_t kLookahead = 8;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (has_horizon_ && i + kLookahead < n) totals_.prefetch(ids[i + kLookahead]);
-    std::int64_t bucket = 0;
-    if constexpr (std::is_same_v<Ts, double>) {
-      bucket = bucket_of(ts[i]);
-    } else {
-      bucket = bucket_of_int(ts[i]);
+  constexpr std::size_t kLookahead = 16;
+  std::int64_t buckets[kChunk];
+  for (std::size_t start = 0; start < n; start += kChunk) {
+    const std::size_t m = std::min(kChunk, n - start);
+    for (std::size_t j = 0; j < m; ++j) {
+      if constexpr (std::is_same_v<Ts, double>) {
+        buckets[j] = bucket_of(ts[start + j]);
+      } else {
+        buckets[j] = bucket_of_int(ts[start + j]);
+      }
     }
-    apply_locked(Event{ids[i], qty[i], orders[i], bucket});
+    std::size_t j = 0;
+    while (j < m) {
+      const std::int64_t bucket = buckets[j];
+      std::size_t end = j + 1;
+      while (end < m && buckets[end] == bucket) ++end;
+      if (has_horizon_ && bucket <= horizon_ - n_buckets_) {  // older than the window: expired
+        j = end;
+        continue;
+      }
+      CountMap& map = bucket_locked(bucket);
+      const std::size_t capacity_before = map.capacity();
+      map.reserve(map.size() + (end - j));
+      const bool counted = kLive && bucket <= horizon_;
+      for (; j < end; ++j) {
+        const std::size_t i = start + j;
+        const std::int64_t product_id = ids[i];
+        const std::int64_t quantity = qty[i];
+        const std::int64_t ord = orders[i];
+        add_counts(map, product_id, quantity, ord);
+        if (counted) {
+          if (i + kLookahead < n) totals_.prefetch(ids[i + kLookahead]);
+          totals_.add(product_id, quantity, ord);
+        }
+      }
+      map.trim_reserve(capacity_before);
+    }
   }
 }
 
@@ -215,10 +246,16 @@ void SlidingWindowRanking::record_many(std::size_t n, Column<std::int64_t> produ
   std::lock_guard<std::mutex> lock(mutex_);
   // Queued events first, so a bulk load cannot overtake earlier records.
   drain_locked();
-  if (timestamps.is_int64) {
-    apply_column_locked(n, product_ids, quantities, orders, ts_int);
+  if (has_horizon_) {
+    if (timestamps.is_int64) {
+      apply_column_locked<true>(n, product_ids, quantities, orders, ts_int);
+    } else {
+      apply_column_locked<true>(n, product_ids, quantities, orders, ts_double);
+    }
+  } else if (timestamps.is_int64) {
+    apply_column_locked<false>(n, product_ids, quantities, orders, ts_int);
   } else {
-    apply_column_locked(n, product_ids, quantities, orders, ts_double);
+    apply_column_locked<false>(n, product_ids, quantities, orders, ts_double);
   }
 }
 

@@ -36,3 +36,40 @@ TEST(FlatMap, MatchesStdMapUnderInsertEraseChurn) {
   }
   EXPECT_EQ(map.find(1'000'000), nullptr);
 }
+
+// reserve() then trim_reserve() keeps the contents, and leaves the capacity
+// that inserting the keys one by one reaches (memory follows the keys).
+TEST(FlatMap, ReserveThenTrimMatchesGrowth) {
+  for (std::size_t reserved : {0u, 1u, 6u, 7u, 100u, 5'000u}) {
+    for (std::size_t distinct : {0u, 1u, 6u, 7u, 100u, 700u}) {
+      FlatMap<std::int64_t> map;
+      FlatMap<std::int64_t> grown;
+      map.reserve(reserved);
+      EXPECT_EQ(map.capacity(), FlatMap<std::int64_t>::capacity_for(reserved));
+      for (std::size_t i = 0; i < 1'000; ++i) {
+        const auto key = static_cast<std::int64_t>(distinct == 0 ? 0 : i % distinct) * 7919;
+        map[key] += 1;
+        grown[key] += 1;
+      }
+      map.trim_reserve(0);
+      EXPECT_EQ(map.capacity(), grown.capacity()) << reserved << " " << distinct;
+      std::map<std::int64_t, std::int64_t> a;
+      std::map<std::int64_t, std::int64_t> b;
+      map.for_each([&a](std::int64_t k, std::int64_t v) { a[k] = v; });
+      grown.for_each([&b](std::int64_t k, std::int64_t v) { b[k] = v; });
+      EXPECT_EQ(a, b);
+    }
+  }
+  FlatMap<std::int64_t> empty;
+  empty.reserve(100);
+  empty.trim_reserve(0);
+  EXPECT_EQ(empty.capacity(), 0u);
+  EXPECT_EQ(empty.find(3), nullptr);
+  empty[3] = 4;
+  EXPECT_EQ(*empty.find(3), 4);
+  FlatMap<std::int64_t> kept;
+  kept.reserve(100);
+  kept[1] = 1;
+  kept.trim_reserve(64);  // not below the floor
+  EXPECT_EQ(kept.capacity(), 64u);
+}

@@ -234,6 +234,55 @@ TEST(Ranking, MatchesModel) {
   }
 }
 
+// record_many applies runs of one bucket at once: with products repeating in a
+// bucket, undo to zero, expired and future buckets, before and after the first
+// top() (cold and live), it ends where one record() per event ends, in counts,
+// pairs and memory.
+TEST(Ranking, RecordManyMatchesRecord) {
+  for (std::uint64_t seed = 1; seed <= 10; ++seed) {
+    for (const bool live : {false, true}) {
+      std::mt19937_64 rng(seed);
+      SlidingWindowRanking bulk(300, 60);  // 5 buckets
+      SlidingWindowRanking single(300, 60);
+      const std::int64_t cur = 100;
+      if (live) {
+        (void)bulk.top(1, at(cur, 1.0));
+        (void)single.top(1, at(cur, 1.0));
+      }
+      for (int batch = 0; batch < 5; ++batch) {
+        std::vector<std::int64_t> ids;
+        std::vector<std::int64_t> qty;
+        std::vector<std::int64_t> ords;
+        std::vector<double> ts;
+        const auto n = static_cast<std::size_t>(rng() % 3'000);
+        std::int64_t bucket = cur - 7;
+        for (std::size_t i = 0; i < n; ++i) {
+          if (rng() % 200 == 0) bucket = cur - 7 + static_cast<std::int64_t>(rng() % 10);
+          const auto product = static_cast<std::int64_t>(rng() % (1 + rng() % 300));
+          auto quantity = static_cast<std::int64_t>(rng() % 7) - 3;
+          const auto orders = static_cast<std::int64_t>(rng() % 3) - 1;
+          if (quantity == 0 && orders == 0) quantity = 1;
+          ids.push_back(product);
+          qty.push_back(quantity);
+          ords.push_back(orders);
+          ts.push_back(at(bucket, static_cast<double>(rng() % 60)));
+          single.record(product, quantity, orders, ts.back());
+        }
+        bulk.record_many(ids, qty, ords, ts);
+        ASSERT_EQ(bulk.pair_count(), single.pair_count()) << seed << " " << live;
+        ASSERT_LE(bulk.memory_bytes(), single.memory_bytes()) << seed << " " << live;
+        for (std::int64_t nb = 1; nb <= 5; ++nb) {
+          ASSERT_EQ(bulk.totals(at(cur, 1.0), nb * 60), single.totals(at(cur, 1.0), nb * 60))
+              << seed << " " << live << " " << nb;
+        }
+        ASSERT_EQ(bulk.top(7, at(cur, 1.0)), single.top(7, at(cur, 1.0)));
+        ASSERT_EQ(bulk.top(7, at(cur + 2, 1.0), RankMetric::Orders),
+                  single.top(7, at(cur + 2, 1.0), RankMetric::Orders));
+      }
+    }
+  }
+}
+
 // Producers record through the queue (and in bulk) while readers rank: after
 // the run, the totals are exactly what was recorded, and every top() was sorted.
 TEST(RankingStress, ConcurrentRecordAndTop) {

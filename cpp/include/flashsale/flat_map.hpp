@@ -6,6 +6,7 @@
 // entry costs 8 + sizeof(V) bytes divided by the load factor (<= 3/4).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -110,6 +111,34 @@ class FlatMap {
     capacity_ = 0;
     size_ = 0;
     has_min_key_ = false;
+  }
+
+  // Room for n keys without growing while they are inserted (bulk loads).
+  void reserve(std::size_t n) {
+    const std::size_t want = capacity_for(n);
+    if (want > capacity_) rehash(want);
+  }
+
+  // Undoes a reserve() that was larger than the keys inserted since: shrinks
+  // to at least `floor` slots, and to what inserting the current keys one by
+  // one would have grown to, so memory stays proportional to the keys.
+  void trim_reserve(std::size_t floor) {
+    const std::size_t want = std::max(floor, capacity_for(size_));
+    if (want >= capacity_) return;
+    if (want == 0) {
+      slots_.reset();
+      capacity_ = 0;
+    } else {
+      rehash(want);
+    }
+  }
+
+  // The capacity that inserting n keys one by one into an empty map reaches.
+  [[nodiscard]] static std::size_t capacity_for(std::size_t n) noexcept {
+    if (n == 0) return 0;
+    std::size_t want = 8;
+    while (n * 4 > want * 3) want *= 2;
+    return want;
   }
 
   // Gives memory back after many erases (e.g. bucket expiry).

@@ -150,7 +150,7 @@ class SlidingWindowRanking {
   CountMap& bucket_locked(std::int64_t bucket);
   static void add_counts(CountMap& map, std::int64_t product_id, std::int64_t quantity,
                          std::int64_t orders);
-  template <class Ts>
+  template <bool kLive, class Ts>
   void apply_column_locked(std::size_t n, Column<std::int64_t> ids, Column<std::int64_t> qty,
                            Column<std::int64_t> orders, Column<Ts> ts);
   // Calls fn(product_id, quantity, orders) for every product with counts in
