@@ -15,6 +15,7 @@ from sqlalchemy import text
 from flashsale.api.state import AppState
 from flashsale.audit import run_audit
 from flashsale.db.engine import make_sync_engine
+from flashsale.db.models import Base
 
 PREFIX = "/api/v1"
 PASSWORD = "Passw0rd!"
@@ -186,19 +187,7 @@ class Api:
     # -- database --------------------------------------------------------------
     def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of the tables a refused request must not change."""
-        tables = (
-            "users",
-            "wallets",
-            "wallet_transactions",
-            "products",
-            "variants",
-            "inventory_movements",
-            "coupons",
-            "user_coupons",
-            "orders",
-            "order_items",
-            "payments",
-        )
+        tables = [t.name for t in Base.metadata.sorted_tables]
         engine = make_sync_engine(self.db_url, immediate=False)
         try:
             with engine.connect() as conn:

@@ -30,26 +30,38 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def async_url(url: str) -> str:
-    """``url`` with the async driver: ``sqlite+aiosqlite`` or ``postgresql+asyncpg``."""
+#: Driver per backend: (async driver for the service, sync driver for migrations/audit).
+_DRIVERS = {
+    "sqlite": ("sqlite+aiosqlite", "sqlite"),
+    "postgresql": ("postgresql+asyncpg", "postgresql+psycopg"),
+}
+
+
+def _with_driver(url: str, use_async: bool) -> str:
     u = make_url(url)
     backend = u.get_backend_name()
-    if backend == "sqlite":
-        return u.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
-    if backend == "postgresql":
-        return u.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-    raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+    if backend not in _DRIVERS:
+        raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+    driver = _DRIVERS[backend][0 if use_async else 1]
+    return u.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def async_url(url: str) -> str:
+    """``url`` with the async driver: ``sqlite+aiosqlite`` or ``postgresql+asyncpg``.
+
+    Raises:
+        ValueError: neither SQLite nor PostgreSQL.
+    """
+    return _with_driver(url, use_async=True)
 
 
 def sync_url(url: str) -> str:
-    """``url`` with the sync driver (migrations, audit): ``sqlite`` or ``postgresql+psycopg``."""
-    u = make_url(url)
-    backend = u.get_backend_name()
-    if backend == "sqlite":
-        return u.set(drivername="sqlite").render_as_string(hide_password=False)
-    if backend == "postgresql":
-        return u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+    """``url`` with the sync driver (migrations, audit): ``sqlite`` or ``postgresql+psycopg``.
+
+    Raises:
+        ValueError: neither SQLite nor PostgreSQL.
+    """
+    return _with_driver(url, use_async=False)
 
 
 def _configure_sqlite(engine: Engine, *, immediate: bool, busy_timeout_ms: int) -> None:
