@@ -16,8 +16,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-echo "== install flashsale with its test extra"
-python -m pip install -q --disable-pip-version-check ".[test]"
+echo "== install flashsale with its test and analysis extras"
+python -m pip install -q --disable-pip-version-check ".[test,analysis]"
 
 echo "== ruff"
 ruff check python tests

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     data_platform_url: str | None = None
     redis_url: str | None = None
     order_payment_timeout_s: int = Field(default=600, ge=1)
+    #: How often each instance looks for overdue PENDING orders to expire.
+    order_expiry_sweep_s: float = Field(default=1.0, gt=0, le=60)
+    #: Idempotency keys are kept at least this long (DESIGN §5: ≥ 24 h), then purged.
+    idempotency_ttl_s: int = Field(default=86400, ge=1)
+    #: An IN_PROGRESS key older than this belongs to a request that died; it may be taken over.
+    idempotency_lock_s: float = Field(default=60.0, gt=0)
     ranking_bucket_s: int = Field(default=60, ge=1, le=3600)
     #: The in-memory window keeps 7 days, the longest ``days`` of ``/products/popular``.
     ranking_window_s: int = Field(default=7 * 86400, ge=86400)

@@ -26,6 +26,9 @@ TABLES = {
     "orders",
     "order_items",
     "payments",
+    "cart_items",
+    "outbox",
+    "idempotency_keys",
 }
 NOW = datetime(2025, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 

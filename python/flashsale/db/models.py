@@ -4,6 +4,10 @@ Ledgers are append-only: ``wallet_transactions`` (CHARGE, PAYMENT, REFUND),
 ``inventory_movements`` (RESTOCK, RESERVE, RELEASE) and ``payments``
 (PAYMENT, REFUND). Every balance or stock change writes its ledger row in the
 same transaction, which is what ``flashsale audit`` checks (DESIGN §6).
+
+``outbox`` holds order events written in the same transaction as the change
+(transactional outbox, DESIGN §2 "Events"); ``idempotency_keys`` stores the
+first response of a POST sent with ``Idempotency-Key`` (DESIGN §5).
 """
 
 from __future__ import annotations
@@ -226,6 +230,77 @@ class Payment(Base):
     __table_args__ = (CheckConstraint("kind IN ('PAYMENT', 'REFUND')", name="kind"),)
 
 
+class CartItem(Base):
+    __tablename__ = "cart_items"
+
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"), primary_key=True)
+    variant_id: Mapped[int] = mapped_column(BigId, ForeignKey("variants.id"), primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("quantity >= 1 AND quantity <= 100", name="quantity"),)
+
+
+class OutboxEvent(Base):
+    """An event waiting for (or done with) delivery to the data platform.
+
+    ``available_at`` is the earliest next attempt (exponential backoff);
+    ``claimed_by``/``claimed_until`` is the lease of the relay delivering it, so
+    several relays never send one event at the same time; ``delivered_at`` is set
+    once the data platform acknowledged it. Rows are kept: the audit checks that
+    every paid order has its event (DESIGN §6, invariant 4).
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("orders.id"), index=True)
+    #: The event as JSON text, sent verbatim.
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ix_outbox_delivered_at_available_at", "delivered_at", "available_at"),
+        # Ids are never reused: the ranking follower keeps a cursor on them.
+        {"sqlite_autoincrement": True},
+    )
+
+
+class IdempotencyKey(Base):
+    """The first outcome of a POST sent with ``Idempotency-Key`` (Stripe's semantics).
+
+    ``fingerprint`` is the SHA-256 of method, path and body; ``status`` is
+    IN_PROGRESS while the first request runs (``locked_at``), DONE once its
+    response is stored. A success is stored in the same transaction as its effect.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    locked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_key"),
+        CheckConstraint("status IN ('IN_PROGRESS', 'DONE')", name="status"),
+    )
+
+
 def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
@@ -242,3 +317,6 @@ user_coupons = _table(UserCoupon)
 orders = _table(Order)
 order_items = _table(OrderItem)
 payments = _table(Payment)
+cart_items = _table(CartItem)
+outbox = _table(OutboxEvent)
+idempotency_keys = _table(IdempotencyKey)

@@ -1,0 +1,1 @@
+"""Transactional outbox: order events written with the change, relayed to the data platform."""

@@ -1,0 +1,70 @@
+"""Writing order events into the outbox (DESIGN §2 "Events", §6 invariant 4).
+
+An event is inserted by the same transaction as the change it reports, so it
+exists exactly when the change committed. The relay (:mod:`flashsale.outbox.relay`)
+delivers it at least once; every instance's ranking follower reads it too.
+
+Event JSON (sent verbatim to the data platform)::
+
+    {"event_id": "<uuid4>", "type": "order.paid" | "order.cancelled",
+     "occurred_at": "<ISO 8601 UTC>", "user_id": 7,
+     "order": {<the order as GET /orders/{id} returns it>}}
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flashsale.db.models import outbox
+from flashsale.orders.schemas import OrderOut
+
+ORDER_PAID: Final = "order.paid"
+ORDER_CANCELLED: Final = "order.cancelled"
+
+_INSERT_EVENT = insert(outbox)
+
+
+def order_event(
+    event_id: str, event_type: str, occurred_at: datetime, order: OrderOut, user_id: int
+) -> str:
+    """The JSON text of an order event."""
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "type": event_type,
+            "occurred_at": occurred_at.isoformat(),
+            "user_id": user_id,
+            "order": order.model_dump(mode="json"),
+        },
+        separators=(",", ":"),
+    )
+
+
+async def add_order_event(
+    session: AsyncSession, event_type: str, order: OrderOut, user_id: int, now: datetime
+) -> str:
+    """Insert an ``order.paid``/``order.cancelled`` event in the caller's transaction.
+
+    Returns the new ``event_id`` (a UUID4 string), which is also the idempotency
+    key the relay sends with it.
+    """
+    event_id = str(uuid.uuid4())
+    await session.execute(
+        _INSERT_EVENT,
+        {
+            "event_id": event_id,
+            "type": event_type,
+            "order_id": order.order_id,
+            "payload": order_event(event_id, event_type, now, order, user_id),
+            "created_at": now,
+            "available_at": now,
+            "attempts": 0,
+        },
+    )
+    return event_id
