@@ -5,18 +5,53 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from flashsale.settings import Settings
 
+#: prometheus_client's multiprocess folder (:data:`flashsale.metrics.MULTIPROC_DIR_ENV`;
+#: not imported from there: that import would load prometheus_client too early).
+_METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 def _serve(args: argparse.Namespace) -> int:
+    """``flashsale serve``: migrate, bootstrap the admin, run uvicorn until stopped.
+
+    With ``--workers > 1`` and no ``PROMETHEUS_MULTIPROC_DIR`` given, metrics go to
+    a fresh temporary folder, removed at exit. A folder given by the caller is
+    used as is and kept; it should be emptied between runs (prometheus_client).
+    """
+    # Several workers each count their own requests; a scrape reaches one of them.
+    # prometheus_client's multiprocess mode merges per-process files, and it is
+    # chosen when the library is imported, so the folder is set here, before
+    # anything imports it and before uvicorn spawns the workers (which inherit it).
+    metrics_dir = None
+    if args.workers > 1 and not os.environ.get(_METRICS_DIR_ENV):
+        metrics_dir = tempfile.mkdtemp(prefix="flashsale-metrics-")
+        os.environ[_METRICS_DIR_ENV] = metrics_dir
+    try:
+        return _run_server(args)
+    finally:
+        if metrics_dir is not None:
+            os.environ.pop(_METRICS_DIR_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_server(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from flashsale.api.observability import configure_logging
     from flashsale.db.migrate import upgrade
 
     settings = Settings()
+    level = args.log_level or settings.log_level
+    # The workers read their settings from the environment: same level there.
+    os.environ["FLASHSALE_LOG_LEVEL"] = level
+    configure_logging(level, json=settings.log_format == "json")
     upgrade(settings.database_url)
     if settings.admin_email and settings.admin_password:
         _create_admin(settings, settings.admin_email, settings.admin_password.get_secret_value())
@@ -26,7 +61,10 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=args.log_level,
+        log_level=level,
+        # No uvicorn formatters: its loggers propagate to the root handler of
+        # configure_logging (text or JSON, with the request id), here and in workers.
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
     )
@@ -84,6 +122,21 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_platform(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from flashsale.data_platform import create_app
+
+    try:
+        app = create_app(args.database, args.fail_rate, args.latency_ms, args.seed)
+    except ValueError as exc:  # pydantic.ValidationError: a rate or latency out of range
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # One worker: the failure injection and its PUT /config live in the process.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flashsale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="warning")
+    serve.add_argument("--log-level", default=None, help="default: FLASHSALE_LOG_LEVEL (warning)")
     serve.set_defaults(func=_serve)
 
     users = sub.add_parser("users", help="manage users")
@@ -110,6 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--database-url", default=None)
     migrate.set_defaults(func=_migrate)
 
+    platform = sub.add_parser(
+        "data-platform",
+        help="run a stand-in data platform that stores outbox events by event_id",
+        description="Stand-in receiver: POST /events (deduplicated by event_id), "
+        "GET /events, GET /stats, PUT /config. Point FLASHSALE_DATA_PLATFORM_URL "
+        "at http://HOST:PORT/events.",
+    )
+    platform.add_argument("--host", default="127.0.0.1")
+    platform.add_argument("--port", type=int, default=9000)
+    platform.add_argument(
+        "--database", default="data-platform.db", help="SQLite file of the received events"
+    )
+    platform.add_argument(
+        "--fail-rate", type=float, default=0.0, help="fraction of posts answered 503 (0-1)"
+    )
+    platform.add_argument(
+        "--latency-ms", type=int, default=0, help="milliseconds each post waits first"
+    )
+    platform.add_argument("--seed", type=int, default=None, help="seed of the failure draws")
+    platform.set_defaults(func=_data_platform)
+
     # demo and bench parse their own flags.
     sub.add_parser(
         "demo", help="run the flash-sale demo (see `flashsale demo --help`)", add_help=False
@@ -121,9 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flashsale`` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    if not argv or argv[0] != "serve":  # serve logs as FLASHSALE_LOG_FORMAT/_LEVEL say
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
     if argv and argv[0] == "demo":
         from flashsale.demo import main as demo_main
 

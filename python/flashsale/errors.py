@@ -73,7 +73,27 @@ CouponAlreadyIssued = _error(
 CouponNotIssuable = _error(
     "CouponNotIssuable", "COUPON_NOT_ISSUABLE", 409, "Coupon is outside its issue window"
 )
+OrderNotPayable = _error(
+    "OrderNotPayable", "ORDER_NOT_PAYABLE", 409, "Order cannot be paid (not pending or expired)"
+)
+OrderNotCancellable = _error(
+    "OrderNotCancellable", "ORDER_NOT_CANCELLABLE", 409, "Order cannot be cancelled"
+)
+IdempotencyKeyInUse = _error(
+    "IdempotencyKeyInUse",
+    "IDEMPOTENCY_KEY_IN_USE",
+    409,
+    "A request with this Idempotency-Key is still running",
+)
+CartEmpty = _error("CartEmpty", "CART_EMPTY", 409, "The cart is empty")
+CartFull = _error("CartFull", "CART_FULL", 409, "The cart holds at most 50 variants")
 # 422
+IdempotencyKeyReused = _error(
+    "IdempotencyKeyReused",
+    "IDEMPOTENCY_KEY_REUSED",
+    422,
+    "Idempotency-Key was already used with a different request",
+)
 ValidationFailed = _error("ValidationFailed", "VALIDATION_ERROR", 422, "Invalid input")
 ChargeAmountOutOfRange = _error(
     "ChargeAmountOutOfRange",

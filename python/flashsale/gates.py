@@ -27,9 +27,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flashsale import CouponGate, IssueResult, StockPool
 from flashsale.db.models import coupons, user_coupons, variants
 from flashsale.errors import CouponNotFound, VariantNotFound
+from flashsale.metrics import GATE_REJECTIONS
 
 Line = tuple[int, int]
 CouponTerms = tuple[datetime | None, datetime | None, int]
+
+# Rejections answered by a gate, before any database write (bound once: hot path).
+_STOCK_SHORT = GATE_REJECTIONS.labels(gate="stock", reason="out_of_stock")
+_STOCK_CONTENDED = GATE_REJECTIONS.labels(gate="stock", reason="contended")
+_COUPON_SOLD_OUT = GATE_REJECTIONS.labels(gate="coupon", reason="sold_out")
+_COUPON_HELD = GATE_REJECTIONS.labels(gate="coupon", reason="already_issued")
 
 
 class StockGate:
@@ -104,8 +111,10 @@ class StockGate:
         for variant_id, quantity in lines:
             available = self.pool.available(variant_id)
             if available < quantity:
+                _STOCK_SHORT.inc()
                 return variant_id, available
         # Lost a race against concurrent reservations of the same units.
+        _STOCK_CONTENDED.inc()
         return lines[0][0], self.pool.available(lines[0][0])
 
     def release(self, lines: Sequence[Line]) -> None:
@@ -199,6 +208,10 @@ class CouponIssueGate:
         ):
             await self._refresh(session, coupon_id, user_id)
             result = self.gate.try_issue(coupon_id, user_id)
+        if result == IssueResult.SOLD_OUT:
+            _COUPON_SOLD_OUT.inc()
+        elif result == IssueResult.ALREADY_ISSUED:
+            _COUPON_HELD.inc()
         return result
 
     def revoke(self, coupon_id: int, user_id: int) -> None:

@@ -34,6 +34,18 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
     jwt_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
     data_platform_url: str | None = None
+    #: How often an idle outbox relay looks for events to deliver.
+    outbox_poll_s: float = Field(default=0.5, gt=0, le=60)
+    #: Events one relay claims (and delivers concurrently) per round.
+    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+    #: A relay's claim on its batch; after it, another relay may take the events over.
+    outbox_lease_s: float = Field(default=30.0, gt=0, le=3600)
+    #: Retry backoff after a failed delivery: random in [0, min(max, base × 2**attempts)].
+    outbox_backoff_base_s: float = Field(default=0.5, gt=0, le=3600)
+    #: Cap of the retry backoff: a failing event is retried at least this often, forever.
+    outbox_backoff_max_s: float = Field(default=60.0, gt=0, le=86400)
+    #: One delivery attempt (POST to ``data_platform_url``) may take this long.
+    data_platform_timeout_s: float = Field(default=5.0, gt=0, le=300)
     redis_url: str | None = None
     order_payment_timeout_s: int = Field(default=600, ge=1)
     #: How often each instance looks for overdue PENDING orders to expire.
@@ -55,6 +67,9 @@ class Settings(BaseSettings):
     password_hash_cost: int = Field(default=12, ge=4, le=16)
     db_pool_size: int = Field(default=8, ge=1, le=100)
     db_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    #: Log lines as plain text or JSON objects (each with its request id).
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "warning"
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

@@ -2,38 +2,43 @@
 
 ``create_app(settings)`` builds the app; its lifespan opens the database
 engines, loads the C++ gates from the database, rebuilds the ranking window and
-starts the ranking follower. ``create_app_from_env`` is the factory uvicorn
-workers call (settings from ``FLASHSALE_*`` variables).
+starts the background tasks (ranking follower, expiry sweeper and key purge,
+outbox relay). ``create_app_from_env`` is the factory uvicorn workers call
+(settings from ``FLASHSALE_*`` variables).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from functools import partial
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flashsale import __version__
 from flashsale.admin.router import router as admin_router
+from flashsale.api.background import Maintenance, run_every, stop_tasks
 from flashsale.api.deps import State
+from flashsale.api.idempotency import IdempotentReplay
+from flashsale.api.observability import configure_logging, install_observability
+from flashsale.api.responses import error_body
 from flashsale.api.state import AppState
 from flashsale.auth.router import router as auth_router
+from flashsale.cart.router import router as cart_router
 from flashsale.catalog.router import router as catalog_router
 from flashsale.coupons.router import router as coupons_router
 from flashsale.db.engine import Database
 from flashsale.errors import FlashsaleError
 from flashsale.gates import CouponIssueGate, StockGate
 from flashsale.orders.router import router as orders_router
+from flashsale.outbox.relay import OutboxRelay
 from flashsale.ranking.service import RankingService
 from flashsale.settings import Settings
 from flashsale.wallet.router import router as wallet_router
@@ -43,16 +48,17 @@ log = logging.getLogger("flashsale")
 API_PREFIX = "/api/v1"
 
 
-def _error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"code": code, "message": message, "details": jsonable_encoder(details or {})}
-
-
 async def _flashsale_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, FlashsaleError)
     headers = {"Retry-After": "1"} if exc.status == 503 else None
     return JSONResponse(
-        _error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers
+        error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=headers
     )
+
+
+async def _replay(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, IdempotentReplay)
+    return exc.response()
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -62,7 +68,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     return JSONResponse(
-        _error_body("VALIDATION_ERROR", "Invalid input", {"errors": errors}), status_code=422
+        error_body("VALIDATION_ERROR", "Invalid input", {"errors": errors}), status_code=422
     )
 
 
@@ -81,7 +87,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
     return JSONResponse(
-        _error_body(code, str(exc.detail)),
+        error_body(code, str(exc.detail)),
         status_code=exc.status_code,
         headers=getattr(exc, "headers", None),
     )
@@ -92,7 +98,7 @@ async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
     # may retry; nothing was changed (the transaction was rolled back).
     log.warning("database unavailable: %s", exc)
     return JSONResponse(
-        _error_body("SERVICE_BUSY", "Database busy, retry later"),
+        error_body("SERVICE_BUSY", "Database busy, retry later"),
         status_code=503,
         headers={"Retry-After": "1"},
     )
@@ -100,7 +106,7 @@ async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return JSONResponse(_error_body("INTERNAL_ERROR", "Internal error"), status_code=500)
+    return JSONResponse(error_body("INTERNAL_ERROR", "Internal error"), status_code=500)
 
 
 async def build_state(settings: Settings) -> AppState:
@@ -128,23 +134,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await build_state(settings)
         app.state.flashsale = state
-        follower = asyncio.create_task(
-            state.ranking.follow(state.db.read_session, settings.ranking_poll_s)
-        )
+        stop = asyncio.Event()
+        follower = partial(state.ranking.poll_with, state.db.read_session)
+        tasks = [
+            asyncio.create_task(
+                run_every(settings.ranking_poll_s, stop, follower, "ranking follower")
+            ),
+            asyncio.create_task(
+                run_every(
+                    settings.order_expiry_sweep_s, stop, Maintenance(state).step, "maintenance"
+                )
+            ),
+            # Delivers to FLASHSALE_DATA_PLATFORM_URL; without one it only measures the backlog.
+            asyncio.create_task(OutboxRelay(state.db, settings).run(stop), name="outbox relay"),
+        ]
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            await stop_tasks(stop, tasks, grace_s=10.0)
             await state.db.dispose()
 
     app = FastAPI(title="Flashsale", version=__version__, lifespan=lifespan)
     app.add_exception_handler(FlashsaleError, _flashsale_error)
+    app.add_exception_handler(IdempotentReplay, _replay)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    install_observability(app)
 
     for router in (
         auth_router,
@@ -152,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog_router,
         coupons_router,
         orders_router,
+        cart_router,
         admin_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
@@ -177,4 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn workers: settings from ``FLASHSALE_*`` environment variables."""
-    return create_app(Settings())
+    settings = Settings()
+    # Each worker is a fresh (spawned) process: its logging is set up here.
+    configure_logging(settings.log_level, json=settings.log_format == "json")
+    return create_app(settings)

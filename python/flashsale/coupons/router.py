@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from flashsale.api.deps import CurrentUser, PathId, ReadSession, State, WriteSession
+from flashsale.api.idempotency import Idempotency
 from flashsale.coupons import service
 from flashsale.coupons.schemas import CouponOut, IssueOut, MyCouponOut
 
@@ -19,11 +20,12 @@ async def get_coupon(coupon_id: PathId, session: ReadSession) -> CouponOut:
 
 @router.post("/coupons/{coupon_id}/issue", status_code=status.HTTP_201_CREATED)
 async def issue_coupon(
-    coupon_id: PathId, user: CurrentUser, session: WriteSession, state: State
+    coupon_id: PathId, user: CurrentUser, idem: Idempotency, session: WriteSession, state: State
 ) -> IssueOut:
     """Claim one coupon; the answer is final (409 ``COUPON_SOLD_OUT``,
     ``COUPON_ALREADY_ISSUED``, ``COUPON_NOT_ISSUABLE``)."""
-    return await service.issue(session, state.coupon_gate, coupon_id, user.user_id)
+    issued = await service.issue(session, state.coupon_gate, coupon_id, user.user_id)
+    return await idem.succeeded(session, issued, status.HTTP_201_CREATED)
 
 
 @router.get("/me/coupons")

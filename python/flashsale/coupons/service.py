@@ -19,15 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flashsale import IssueResult
 from flashsale.coupons.schemas import CouponIn, CouponOut, IssueOut, MyCouponOut
 from flashsale.db.models import coupons, user_coupons
-from flashsale.db.session import after_rollback
+from flashsale.db.session import after_commit, after_rollback
 from flashsale.db.types import utcnow
 from flashsale.errors import (
     CouponAlreadyIssued,
     CouponNotFound,
     CouponNotIssuable,
     CouponSoldOut,
+    FlashsaleError,
 )
 from flashsale.gates import CouponIssueGate
+from flashsale.metrics import COUPON_ISSUES, observe_coupon_issue
 
 # Built once (the issue path's statements run under the flash crowd).
 _INSERT_USER_COUPON = insert(user_coupons).returning(user_coupons.c.id)
@@ -103,10 +105,16 @@ def issue_window_open(starts: datetime | None, ends: datetime | None, now: datet
     return (starts is None or starts <= now) and (ends is None or now < ends)
 
 
+_ISSUED = COUPON_ISSUES.labels(outcome="issued")
+
+
 async def issue(
     session: AsyncSession, gate: CouponIssueGate, coupon_id: int, user_id: int
 ) -> IssueOut:
     """Issue one coupon to ``user_id``, first come first served.
+
+    Every call is counted in ``flashsale_coupon_issues_total`` by outcome: a
+    refusal by its error code, an issue once the transaction has committed.
 
     Raises:
         CouponNotFound: unknown coupon (404).
@@ -114,6 +122,18 @@ async def issue(
         CouponAlreadyIssued: the user holds it already (409).
         CouponSoldOut: none left (409).
     """
+    try:
+        issued = await _issue(session, gate, coupon_id, user_id)
+    except FlashsaleError as exc:
+        observe_coupon_issue(exc.code)
+        raise
+    after_commit(session, _ISSUED.inc)
+    return issued
+
+
+async def _issue(
+    session: AsyncSession, gate: CouponIssueGate, coupon_id: int, user_id: int
+) -> IssueOut:
     now = utcnow()
     starts, ends, valid_days = await gate.terms_of(session, coupon_id, user_id)
     if not issue_window_open(starts, ends, now):

@@ -196,6 +196,8 @@ class Order(Base):
         ),
         Index("ix_orders_user_id_id", "user_id", "id"),
         Index("ix_orders_status_paid_at", "status", "paid_at"),
+        # The expiry sweeper's scan: PENDING orders by deadline.
+        Index("ix_orders_status_expires_at", "status", "expires_at"),
         # Ids are never reused: followers of the orders table never mistake one order for another.
         {"sqlite_autoincrement": True},
     )

@@ -15,6 +15,7 @@ from flashsale.api.deps import (
     decode_cursor,
     encode_cursor,
 )
+from flashsale.api.idempotency import Idempotency
 from flashsale.orders import service
 from flashsale.orders.schemas import OrderIn, OrderOut, OrderPage
 
@@ -23,10 +24,38 @@ router = APIRouter(tags=["orders"])
 
 @router.post("/orders", status_code=status.HTTP_201_CREATED)
 async def create_order(
-    body: OrderIn, user: CurrentUser, session: WriteSession, state: State
+    body: OrderIn, user: CurrentUser, idem: Idempotency, session: WriteSession, state: State
 ) -> OrderOut:
-    """Order several lines and pay from the wallet in one transaction."""
-    return await service.place_order(session, state.stock_gate, state.ranking, user.user_id, body)
+    """Order several lines; pay from the wallet in the same transaction unless ``pay`` is false."""
+    order = await service.place_order(
+        session,
+        state.stock_gate,
+        state.ranking,
+        user.user_id,
+        body,
+        payment_timeout_s=state.settings.order_payment_timeout_s,
+    )
+    return await idem.succeeded(session, order, status.HTTP_201_CREATED)
+
+
+@router.post("/orders/{order_id}/payment")
+async def pay_order(
+    order_id: PathId, user: CurrentUser, idem: Idempotency, session: WriteSession, state: State
+) -> OrderOut:
+    """Pay a PENDING order (409 ``ORDER_NOT_PAYABLE`` once paid, cancelled or expired)."""
+    order = await service.pay_order(session, state.ranking, user.user_id, order_id)
+    return await idem.succeeded(session, order, status.HTTP_200_OK)
+
+
+@router.post("/orders/{order_id}/cancel")
+async def cancel_order(
+    order_id: PathId, user: CurrentUser, idem: Idempotency, session: WriteSession, state: State
+) -> OrderOut:
+    """Cancel a PENDING or PAID order; a PAID one is refunded (409 ``ORDER_NOT_CANCELLABLE``)."""
+    order = await service.cancel_order(
+        session, state.stock_gate, state.ranking, user.user_id, order_id
+    )
+    return await idem.succeeded(session, order, status.HTTP_200_OK)
 
 
 @router.get("/orders/{order_id}")

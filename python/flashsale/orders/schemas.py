@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -27,8 +26,9 @@ class OrderLineIn(BaseModel):
 class OrderIn(BaseModel):
     items: list[OrderLineIn] = Field(min_length=1, max_length=50)
     user_coupon_id: int | None = Field(strict=True, default=None, ge=1, le=MAX_ID)
-    #: Order and pay in one transaction. Pay-later orders (``false``) are not offered yet.
-    pay: Literal[True] = True
+    #: ``true``: order and pay in one transaction. ``false``: a PENDING order that holds
+    #: its stock and coupon until ``expires_at``; pay it with ``POST /orders/{id}/payment``.
+    pay: bool = Field(strict=True, default=True)
 
 
 class OrderItemOut(BaseModel):

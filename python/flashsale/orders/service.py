@@ -1,4 +1,4 @@
-"""Placing and reading orders (DESIGN §5 "Orders", §6 invariants 1-3).
+"""Placing, paying, cancelling, expiring and reading orders (DESIGN §5 "Orders", §6).
 
 The order path, in one short write transaction with rows updated in a fixed
 order (wallet, then variants by ascending id, then the user coupon) so that
@@ -10,19 +10,26 @@ concurrent orders cannot deadlock:
 3. conditional writes confirm every grant: ``balance >= paid``,
    ``stock >= quantity`` per variant, the coupon still ``ISSUED``; each writes
    its ledger row (wallet transaction, inventory movement, payment);
-4. after commit the sale is recorded in this process's ranking; after a
+4. a paid order writes its ``order.paid`` outbox event in the same transaction;
+5. after commit the sale is recorded in this process's ranking; after a
    rollback the gate's reservation is released and corrected from the database.
+
+Pay-later orders are PENDING and hold stock and coupon until ``expires_at``;
+payment, cancellation and expiry change the status with conditional updates
+(``WHERE status = ...``), so each order ends in exactly one final state even
+when instances race. Cancelling and expiring write RELEASE movements, return the
+coupon, and (cancelling a PAID order) refund and write ``order.cancelled``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flashsale.catalog.service import sale_is_open
@@ -43,8 +50,11 @@ from flashsale.db.types import utcnow
 from flashsale.errors import (
     CouponMinOrderNotMet,
     CouponNotUsable,
+    FlashsaleError,
     InsufficientBalance,
+    OrderNotCancellable,
     OrderNotFound,
+    OrderNotPayable,
     OutOfStock,
     ProductNotFound,
     PurchaseLimitExceeded,
@@ -54,9 +64,11 @@ from flashsale.errors import (
     VariantRequired,
 )
 from flashsale.gates import StockGate
+from flashsale.metrics import observe_order
 from flashsale.orders.schemas import OrderIn, OrderItemOut, OrderOut, PaymentOut
+from flashsale.outbox.events import ORDER_CANCELLED, ORDER_PAID, add_order_event
 from flashsale.ranking.service import RankingService
-from flashsale.wallet.service import debit
+from flashsale.wallet.service import debit, refund
 
 #: Orders holding units against the per-user purchase limit.
 HOLDING_STATUSES = ("PAID", "PENDING")
@@ -120,6 +132,63 @@ _USE_COUPON = (
     .returning(user_coupons.c.id)
 )
 _INSERT_PAYMENT = insert(payments).returning(payments.c.id)
+_LOCK_ORDER = (
+    select(orders)
+    .where(orders.c.id == bindparam("p_order"), orders.c.user_id == bindparam("p_user"))
+    .with_for_update()
+)
+_MARK_PAID = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("p_order"),
+        orders.c.status == "PENDING",
+        orders.c.expires_at > bindparam("p_now"),
+    )
+    .values(status="PAID", paid_at=bindparam("p_now"))
+    .returning(*orders.c)
+)
+_MARK_CANCELLED = (
+    update(orders)
+    .where(orders.c.id == bindparam("p_order"), orders.c.status == bindparam("p_status"))
+    .values(status="CANCELLED", cancelled_at=bindparam("p_now"))
+    .returning(*orders.c)
+)
+_MARK_EXPIRED = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("p_order"),
+        orders.c.status == "PENDING",
+        orders.c.expires_at <= bindparam("p_now"),
+    )
+    .values(status="EXPIRED")
+    .returning(orders.c.id)
+)
+_OVERDUE = (
+    select(orders.c.id, orders.c.user_coupon_id)
+    .where(orders.c.status == "PENDING", orders.c.expires_at <= bindparam("p_now"))
+    .order_by(orders.c.expires_at, orders.c.id)
+    .limit(bindparam("p_limit"))
+)
+_ORDER_LINES = (
+    select(order_items.c.variant_id, order_items.c.product_id, order_items.c.quantity)
+    .where(order_items.c.order_id == bindparam("p_order"))
+    .order_by(order_items.c.variant_id)
+)
+_PUT_BACK_STOCK = (
+    update(variants)
+    .where(variants.c.id == bindparam("p_variant"))
+    .values(stock=variants.c.stock + bindparam("p_quantity"))
+)
+# The coupon goes back to its holder: ISSUED while still valid, else EXPIRED.
+_RETURN_COUPON = (
+    update(user_coupons)
+    .where(user_coupons.c.id == bindparam("p_user_coupon"), user_coupons.c.status == "USED")
+    .values(
+        status=case((user_coupons.c.expires_at > bindparam("p_now"), "ISSUED"), else_="EXPIRED"),
+        used_at=None,
+        order_id=None,
+    )
+)
 
 
 async def resolve_lines(session: AsyncSession, body: OrderIn) -> list[tuple[int, int]]:
@@ -222,8 +291,38 @@ async def place_order(
     ranking: RankingService,
     user_id: int,
     body: OrderIn,
+    *,
+    payment_timeout_s: int = 600,
+    now: datetime | None = None,
 ) -> OrderOut:
-    """Create and pay an order in the request's transaction.
+    """Create an order (see :func:`_place_order`), counted in ``flashsale_orders_total``."""
+    try:
+        order = await _place_order(
+            session, gate, ranking, user_id, body, payment_timeout_s=payment_timeout_s, now=now
+        )
+    except FlashsaleError as exc:
+        observe_order(exc.code)
+        raise
+    after_commit(session, partial(observe_order, order.status))
+    return order
+
+
+async def _place_order(
+    session: AsyncSession,
+    gate: StockGate,
+    ranking: RankingService,
+    user_id: int,
+    body: OrderIn,
+    *,
+    payment_timeout_s: int,
+    now: datetime | None,
+) -> OrderOut:
+    """Create an order in the request's transaction; pay it at once unless ``body.pay`` is false.
+
+    A paid order debits the wallet, writes its PAYMENT and its ``order.paid``
+    outbox event. A pay-later order is PENDING: it holds its stock and coupon
+    until ``expires_at = now + payment_timeout_s`` (DESIGN §5). ``now`` (UTC)
+    defaults to the current time; ``flashsale seed`` passes past times.
 
     Raises:
         OutOfStock: a variant has fewer units than asked (409; details variant_id,
@@ -240,7 +339,7 @@ async def place_order(
         raise OutOfStock(variant_id=variant_id, requested=requested, available=available)
     after_rollback(session, lambda: gate.release(lines))
 
-    now = utcnow()
+    now = utcnow() if now is None else now
     ids = [v for v, _ in lines]
     # Lock the buyer's wallet first: serialises this user's orders (purchase
     # limit, coupon use) on databases with row locks; no-op on SQLite, whose
@@ -284,25 +383,25 @@ async def place_order(
         ).first()
         discount = _apply_coupon(coupon, user_id, total, now)
     paid = total - discount
-    if balance is None or balance < paid:
+    if body.pay and (balance is None or balance < paid):
         raise InsufficientBalance(required=paid, balance=int(balance or 0))
 
+    status = "PAID" if body.pay else "PENDING"
+    paid_at = now if body.pay else None
+    expires_at = None if body.pay else now + timedelta(seconds=payment_timeout_s)
     order_row = {
         "user_id": user_id,
-        "status": "PAID",
+        "status": status,
         "total_amount": total,
         "discount_amount": discount,
         "paid_amount": paid,
         "user_coupon_id": body.user_coupon_id,
         "created_at": now,
-        "paid_at": now,
-        "expires_at": None,
+        "paid_at": paid_at,
+        "expires_at": expires_at,
     }
     order_id: int = (await session.execute(_INSERT_ORDER, order_row)).scalar_one()
-    ranking.claim(order_id)
-    after_rollback(session, lambda: ranking.unclaim(order_id))
 
-    await debit(session, user_id, paid, order_id, now)
     for variant_id, quantity in lines:
         stock_params = {"p_variant": variant_id, "p_quantity": quantity}
         left = (await session.execute(_TAKE_STOCK, stock_params)).scalar_one_or_none()
@@ -336,30 +435,213 @@ async def place_order(
         ).first()
         if used is None:
             raise CouponNotUsable("Coupon was used concurrently")
-    payment = {
-        "order_id": order_id,
-        "user_id": user_id,
-        "kind": "PAYMENT",
-        "amount": paid,
-        "created_at": now,
-    }
-    payment_id: int = (await session.execute(_INSERT_PAYMENT, payment)).scalar_one()
-
-    sold = [(i.product_id, i.quantity) for i in items]
-    after_commit(session, lambda: ranking.record_sale(sold, now))
-    return OrderOut(
+    order = OrderOut(
         order_id=order_id,
-        status="PAID",
+        status=status,
         items=items,
         total_amount=total,
         discount_amount=discount,
         paid_amount=paid,
         user_coupon_id=body.user_coupon_id,
         created_at=now,
-        paid_at=now,
-        expires_at=None,
-        payments=[PaymentOut(id=payment_id, kind="PAYMENT", amount=paid, created_at=now)],
+        paid_at=paid_at,
+        expires_at=expires_at,
+        payments=[],
     )
+    if body.pay:
+        await _take_payment(session, ranking, user_id, order, now)
+    return order
+
+
+async def _take_payment(
+    session: AsyncSession, ranking: RankingService, user_id: int, order: OrderOut, now: datetime
+) -> None:
+    """Debit the wallet, append the PAYMENT, write ``order.paid``; ``order`` gains the payment."""
+    await debit(session, user_id, order.paid_amount, order.order_id, now)
+    payment = {
+        "order_id": order.order_id,
+        "user_id": user_id,
+        "kind": "PAYMENT",
+        "amount": order.paid_amount,
+        "created_at": now,
+    }
+    payment_id: int = (await session.execute(_INSERT_PAYMENT, payment)).scalar_one()
+    order.payments.append(
+        PaymentOut(id=payment_id, kind="PAYMENT", amount=order.paid_amount, created_at=now)
+    )
+    event_id = await add_order_event(session, ORDER_PAID, order, user_id, now)
+    # This process records its own sale after commit; its follower skips the event.
+    ranking.claim(event_id)
+    after_rollback(session, lambda: ranking.unclaim(event_id))
+    sold = [(i.product_id, i.quantity) for i in order.items]
+    after_commit(session, lambda: ranking.record_sale(sold, now))
+
+
+async def _locked_order(session: AsyncSession, user_id: int, order_id: int) -> tuple[Any, int]:
+    """The caller's order row and wallet balance, both locked for update (wallet first:
+    the same lock order as placing an order).
+
+    Raises:
+        OrderNotFound: no such order, or another user's (404).
+    """
+    balance = (await session.execute(_LOCK_WALLET, {"p_user": user_id})).scalar_one_or_none()
+    row = (await session.execute(_LOCK_ORDER, {"p_order": order_id, "p_user": user_id})).first()
+    if row is None:
+        raise OrderNotFound(order_id=order_id)
+    return row, int(balance or 0)
+
+
+async def pay_order(
+    session: AsyncSession,
+    ranking: RankingService,
+    user_id: int,
+    order_id: int,
+    *,
+    now: datetime | None = None,
+) -> OrderOut:
+    """Pay the caller's PENDING order from the wallet (``POST /orders/{id}/payment``).
+
+    The status change is conditional (``WHERE status = 'PENDING' AND expires_at >
+    now``), so a payment racing the expiry sweeper ends in exactly one of PAID or
+    EXPIRED.
+
+    Raises:
+        OrderNotFound: not the caller's order (404).
+        OrderNotPayable: not PENDING, or past ``expires_at`` (409; details status).
+        InsufficientBalance: the wallet is short; the order stays PENDING (409).
+    """
+    now = utcnow() if now is None else now
+    row, balance = await _locked_order(session, user_id, order_id)
+    if row.status != "PENDING" or row.expires_at is None or row.expires_at <= now:
+        status = "EXPIRED" if row.status == "PENDING" else row.status
+        raise OrderNotPayable(order_id=order_id, status=status)
+    if balance < row.paid_amount:
+        raise InsufficientBalance(required=row.paid_amount, balance=balance)
+    changed = (await session.execute(_MARK_PAID, {"p_order": order_id, "p_now": now})).first()
+    if changed is None:
+        raise OrderNotPayable(order_id=order_id, status="EXPIRED")
+    order = (await load_orders(session, [changed]))[0]
+    await _take_payment(session, ranking, user_id, order, now)
+    return order
+
+
+async def _order_lines(session: AsyncSession, order_id: int) -> list[tuple[int, int, int]]:
+    """``[(variant_id, product_id, quantity)]`` of an order, by variant id (the lock order)."""
+    result = await session.execute(_ORDER_LINES, {"p_order": order_id})
+    return [(v, p, q) for v, p, q in result]
+
+
+async def _release_holdings(
+    session: AsyncSession, gate: StockGate, order_id: int, user_coupon_id: int | None, now: datetime
+) -> list[tuple[int, int, int]]:
+    """Put an order's units back (RELEASE movements) and return its coupon.
+
+    The coupon goes back to ISSUED while it is still valid, else EXPIRED. The
+    gate learns the released units after commit. Returns the order's lines.
+    """
+    lines = await _order_lines(session, order_id)
+    for variant_id, _product_id, quantity in lines:
+        await session.execute(_PUT_BACK_STOCK, {"p_variant": variant_id, "p_quantity": quantity})
+    await session.execute(
+        insert(inventory_movements),
+        [
+            {
+                "variant_id": v,
+                "kind": "RELEASE",
+                "quantity": q,
+                "order_id": order_id,
+                "created_at": now,
+            }
+            for v, _p, q in lines
+        ],
+    )
+    if user_coupon_id is not None:
+        await session.execute(_RETURN_COUPON, {"p_user_coupon": user_coupon_id, "p_now": now})
+    released = [(v, q) for v, _p, q in lines]
+    after_commit(session, lambda: gate.release(released))
+    return lines
+
+
+async def cancel_order(
+    session: AsyncSession,
+    gate: StockGate,
+    ranking: RankingService,
+    user_id: int,
+    order_id: int,
+    *,
+    now: datetime | None = None,
+) -> OrderOut:
+    """Cancel the caller's order in one transaction (``POST /orders/{id}/cancel``).
+
+    PENDING: its stock and coupon are released. PAID: additionally the paid
+    amount is refunded (REFUND ledger row and REFUND payment), its sales are
+    subtracted from the ranking and an ``order.cancelled`` event is written.
+    Any failure rolls all of it back.
+
+    Raises:
+        OrderNotFound: not the caller's order (404).
+        OrderNotCancellable: already CANCELLED or EXPIRED (409; details status).
+    """
+    now = utcnow() if now is None else now
+    row, _balance = await _locked_order(session, user_id, order_id)
+    if row.status not in ("PENDING", "PAID"):
+        raise OrderNotCancellable(order_id=order_id, status=row.status)
+    changed = (
+        await session.execute(
+            _MARK_CANCELLED, {"p_order": order_id, "p_now": now, "p_status": row.status}
+        )
+    ).first()
+    if changed is None:  # changed since it was read (another instance's sweeper)
+        raise OrderNotCancellable(order_id=order_id, status="CHANGED")
+    lines = await _release_holdings(session, gate, order_id, row.user_coupon_id, now)
+    if row.status == "PAID":
+        await refund(session, user_id, row.paid_amount, order_id, now)
+        await session.execute(
+            _INSERT_PAYMENT,
+            {
+                "order_id": order_id,
+                "user_id": user_id,
+                "kind": "REFUND",
+                "amount": row.paid_amount,
+                "created_at": now,
+            },
+        )
+    order = (await load_orders(session, [changed]))[0]
+    if row.status == "PAID":
+        event_id = await add_order_event(session, ORDER_CANCELLED, order, user_id, now)
+        ranking.claim(event_id)
+        after_rollback(session, lambda: ranking.unclaim(event_id))
+        sold = [(p, q) for _v, p, q in lines]
+        paid_at = row.paid_at
+        # Subtracted in the bucket where the sale was counted, so the window stays exact.
+        after_commit(session, lambda: ranking.record_sale(sold, paid_at, sign=-1))
+    return order
+
+
+async def has_overdue(session: AsyncSession, now: datetime | None = None) -> bool:
+    """Whether any PENDING order is past ``expires_at`` (a cheap read before sweeping)."""
+    now = utcnow() if now is None else now
+    return (await session.execute(_OVERDUE, {"p_now": now, "p_limit": 1})).first() is not None
+
+
+async def expire_overdue(
+    session: AsyncSession, gate: StockGate, *, now: datetime | None = None, limit: int = 50
+) -> list[int]:
+    """Expire up to ``limit`` PENDING orders past ``expires_at``; returns their ids.
+
+    Each order's status change is conditional (``WHERE status = 'PENDING' AND
+    expires_at <= now``): when several instances sweep at the same time, or a
+    payment races the sweep, exactly one wins and the stock and coupon are
+    released exactly once.
+    """
+    now = utcnow() if now is None else now
+    candidates = (await session.execute(_OVERDUE, {"p_now": now, "p_limit": limit})).all()
+    expired = []
+    for order_id, user_coupon_id in candidates:
+        if (await session.execute(_MARK_EXPIRED, {"p_order": order_id, "p_now": now})).first():
+            await _release_holdings(session, gate, order_id, user_coupon_id, now)
+            expired.append(order_id)
+    return expired
 
 
 async def load_orders(session: AsyncSession, order_rows: Sequence[Any]) -> list[OrderOut]:

@@ -3,19 +3,20 @@
 Each worker process keeps a C++ :class:`~flashsale.SlidingWindowRanking`:
 
 - at start-up it is rebuilt from PAID orders in the window (``record_many``);
-- a sale this process commits is recorded at once (after commit);
-- a follower task reads orders committed by other processes from the orders
-  table every ``ranking_poll_s`` (≤ 2 s, the issue's bound) and records them.
+- a sale (or cancellation) this process commits is recorded at once (after commit);
+- a follower task reads the order events other processes committed to the
+  ``outbox`` table (``order.paid`` adds, ``order.cancelled`` subtracts, in the
+  bucket of the order's ``paid_at``) every ``ranking_poll_s`` (≤ 2 s) and
+  records them.
 
-Order ids are never reused (``sqlite_autoincrement``) and, on SQLite, write
+Outbox ids are never reused (``sqlite_autoincrement``) and, on SQLite, write
 transactions are serialised, so ids appear in commit order and the follower can
-keep a cursor (the highest id seen). Orders this process recorded itself are
-skipped, so nothing is counted twice.
+keep a cursor (the highest id seen). Events this process recorded itself are
+skipped by ``event_id``, so nothing is counted twice.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -25,9 +26,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flashsale import RankEntry, SlidingWindowRanking
-from flashsale.db.models import order_items, orders
+from flashsale.db.models import order_items, orders, outbox
 
 log = logging.getLogger(__name__)
+
+#: Order events the ranking follows, and how each counts.
+_SIGN = {"order.paid": 1, "order.cancelled": -1}
 
 #: ``(product_id, quantity)`` lines of one order.
 SaleLines = Sequence[tuple[int, int]]
@@ -53,17 +57,17 @@ class RankingService:
         self.window_s = window_s
         self.bucket_s = bucket_s
         self._cursor = 0
-        #: Order ids this process recorded (or is about to): the follower skips them.
-        self._local: set[int] = set()
+        #: Event ids this process recorded (or is about to): the follower skips them.
+        self._local: set[str] = set()
 
     # -- this process's own sales ------------------------------------------------
-    def claim(self, order_id: int) -> None:
-        """Mark ``order_id`` as this process's before its commit (the follower skips it)."""
-        self._local.add(order_id)
+    def claim(self, event_id: str) -> None:
+        """Mark an outbox event as this process's before its commit (the follower skips it)."""
+        self._local.add(event_id)
 
-    def unclaim(self, order_id: int) -> None:
-        """The order's transaction rolled back."""
-        self._local.discard(order_id)
+    def unclaim(self, event_id: str) -> None:
+        """The event's transaction rolled back."""
+        self._local.discard(event_id)
 
     def record_sale(self, lines: SaleLines, paid_at: datetime, sign: int = 1) -> None:
         """Record a committed sale (``sign=-1`` subtracts a cancelled one).
@@ -79,8 +83,9 @@ class RankingService:
         """Load the window from PAID orders; returns the number of (order, product) rows."""
         now = time.time() if now is None else now
         since = datetime.fromtimestamp(now - self.window_s, UTC)
+        # Same read transaction (one snapshot): the orders below and the cursor agree.
         self._cursor = int(
-            (await session.execute(select(func.coalesce(func.max(orders.c.id), 0)))).scalar_one()
+            (await session.execute(select(func.coalesce(func.max(outbox.c.id), 0)))).scalar_one()
         )
         rows = (
             await session.execute(
@@ -90,11 +95,7 @@ class RankingService:
                     orders.c.paid_at,
                 )
                 .join(orders, orders.c.id == order_items.c.order_id)
-                .where(
-                    orders.c.status == "PAID",
-                    orders.c.paid_at >= since,
-                    orders.c.id <= self._cursor,
-                )
+                .where(orders.c.status == "PAID", orders.c.paid_at >= since)
                 .group_by(orders.c.id, order_items.c.product_id, orders.c.paid_at)
             )
         ).all()
@@ -109,46 +110,42 @@ class RankingService:
         return len(rows)
 
     async def poll(self, session: AsyncSession) -> int:
-        """Record PAID orders committed by other processes since the cursor; returns how many."""
+        """Record order events committed by other processes since the cursor; returns how many."""
         rows = (
             await session.execute(
                 select(
-                    orders.c.id,
-                    orders.c.status,
+                    outbox.c.id,
+                    outbox.c.event_id,
+                    outbox.c.type,
                     orders.c.paid_at,
                     order_items.c.product_id,
                     order_items.c.quantity,
                 )
+                .join(orders, orders.c.id == outbox.c.order_id)
                 .join(order_items, order_items.c.order_id == orders.c.id)
-                .where(orders.c.id > self._cursor)
-                .order_by(orders.c.id)
+                .where(outbox.c.id > self._cursor, outbox.c.type.in_(_SIGN))
+                .order_by(outbox.c.id)
             )
         ).all()
-        seen: dict[int, tuple[str, datetime | None, list[tuple[int, int]]]] = {}
-        for order_id, status, paid_at, product_id, quantity in rows:
-            seen.setdefault(order_id, (status, paid_at, []))[2].append((product_id, quantity))
+        seen: dict[int, tuple[str, str, datetime | None, list[tuple[int, int]]]] = {}
+        for outbox_id, event_id, event_type, paid_at, product_id, quantity in rows:
+            entry = seen.setdefault(outbox_id, (event_id, event_type, paid_at, []))
+            entry[3].append((product_id, quantity))
         recorded = 0
-        for order_id, (status, paid_at, lines) in seen.items():
-            self._cursor = max(self._cursor, order_id)
-            if order_id in self._local:
-                self._local.discard(order_id)
+        for outbox_id, (event_id, event_type, paid_at, lines) in seen.items():
+            self._cursor = max(self._cursor, outbox_id)
+            if event_id in self._local:
+                self._local.discard(event_id)
                 continue
-            if status == "PAID" and paid_at is not None:
-                self.record_sale(lines, paid_at)
+            if paid_at is not None:
+                self.record_sale(lines, paid_at, _SIGN[event_type])
                 recorded += 1
         return recorded
 
-    async def follow(self, factory: async_sessionmaker[AsyncSession], interval_s: float) -> None:
-        """Poll forever (a background task of the app's lifespan)."""
-        while True:
-            try:
-                async with factory() as session:
-                    await self.poll(session)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("ranking follower poll failed; retrying")
-            await asyncio.sleep(interval_s)
+    async def poll_with(self, factory: async_sessionmaker[AsyncSession]) -> int:
+        """One :meth:`poll` in a fresh read session (the follower's periodic step)."""
+        async with factory() as session:
+            return await self.poll(session)
 
     # -- reading -------------------------------------------------------------------
     def top(self, k: int, *, days: int, metric: str, now: float | None = None) -> list[RankEntry]:

@@ -14,6 +14,7 @@ from flashsale.api.deps import (
     decode_cursor,
     encode_cursor,
 )
+from flashsale.api.idempotency import Idempotency
 from flashsale.db.models import wallet_transactions, wallets
 from flashsale.errors import Unauthenticated
 from flashsale.wallet import service
@@ -42,12 +43,15 @@ async def get_wallet(user: CurrentUser, session: ReadSession) -> WalletOut:
 
 
 @router.post("/charges", status_code=status.HTTP_201_CREATED)
-async def create_charge(body: ChargeRequest, user: CurrentUser, session: WriteSession) -> ChargeOut:
+async def create_charge(
+    body: ChargeRequest, user: CurrentUser, idem: Idempotency, session: WriteSession
+) -> ChargeOut:
     """Charge points (422 ``CHARGE_AMOUNT_OUT_OF_RANGE``, 409 ``BALANCE_LIMIT_EXCEEDED``)."""
     tx_id, balance, created_at = await service.charge(session, user.user_id, body.amount)
-    return ChargeOut(
+    out = ChargeOut(
         transaction_id=tx_id, amount=body.amount, balance=balance, created_at=created_at
     )
+    return await idem.succeeded(session, out, status.HTTP_201_CREATED)
 
 
 @router.get("/transactions")

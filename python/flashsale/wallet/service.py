@@ -42,6 +42,13 @@ _DEBIT = (
     .values(balance=wallets.c.balance - bindparam("p_amount"), updated_at=bindparam("p_now"))
     .returning(wallets.c.balance)
 )
+# A refund returns money already taken: the charge cap does not apply to it.
+_REFUND = (
+    update(wallets)
+    .where(wallets.c.user_id == bindparam("p_user"))
+    .values(balance=wallets.c.balance + bindparam("p_amount"), updated_at=bindparam("p_now"))
+    .returning(wallets.c.balance)
+)
 _BALANCE = select(wallets.c.balance).where(wallets.c.user_id == bindparam("p_user"))
 _APPEND_LEDGER = insert(wallet_transactions).returning(wallet_transactions.c.id)
 
@@ -91,6 +98,19 @@ async def debit(
         raise InsufficientBalance(required=amount, balance=current)
     await append_ledger(session, user_id, "PAYMENT", -amount, balance, order_id, now)
     return int(balance)
+
+
+async def refund(
+    session: AsyncSession, user_id: int, amount: int, order_id: int, now: datetime
+) -> int:
+    """Give back ``amount`` KRW (≥ 0) of a cancelled order as a REFUND; returns the new balance.
+
+    The balance cap of charges (DESIGN §5) does not apply: the money was the user's.
+    """
+    params = {"p_user": user_id, "p_amount": amount, "p_now": now}
+    balance = int((await session.execute(_REFUND, params)).scalar_one())
+    await append_ledger(session, user_id, "REFUND", amount, balance, order_id, now)
+    return balance
 
 
 async def append_ledger(

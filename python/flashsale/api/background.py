@@ -1,0 +1,107 @@
+"""Background tasks every instance runs in its lifespan.
+
+- Expiry sweeper (DESIGN §5): every ``order_expiry_sweep_s`` seconds, PENDING
+  orders past ``expires_at`` become EXPIRED and release stock and coupon. Each
+  batch is one short write transaction; the conditional status change makes
+  concurrent sweepers in several instances (and payments racing them) safe.
+- Idempotency-key purge: keys older than ``idempotency_ttl_s`` are deleted about
+  once a minute.
+
+:func:`run_every` drives these and the other periodic tasks (ranking follower,
+outbox relay) and stops them between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from flashsale.api.idempotency import has_expired_keys, purge_expired_keys
+from flashsale.api.state import AppState
+from flashsale.db.engine import Database
+from flashsale.db.session import transaction
+from flashsale.db.types import utcnow
+from flashsale.gates import StockGate
+from flashsale.orders.service import expire_overdue, has_overdue
+
+log = logging.getLogger(__name__)
+
+#: Seconds between idempotency-key purges.
+PURGE_INTERVAL_S = 60.0
+#: Orders expired per transaction (keeps the write lock short).
+EXPIRY_BATCH = 50
+
+
+async def sweep_once(db: Database, gate: StockGate) -> int:
+    """Expire every overdue PENDING order, one batch per transaction; returns how many.
+
+    A read looks first, so an instance with nothing to expire never takes the
+    write lock (on SQLite one writer at a time serves the whole machine).
+    """
+    total = 0
+    async with transaction(db.read_session) as session:
+        if not await has_overdue(session):
+            return 0
+    while True:
+        async with transaction(db.write_session) as session:
+            expired = await expire_overdue(session, gate, limit=EXPIRY_BATCH)
+        total += len(expired)
+        if len(expired) < EXPIRY_BATCH:
+            return total
+
+
+class Maintenance:
+    """The expiry sweep and the key purge as one periodic step."""
+
+    def __init__(self, state: AppState) -> None:
+        self.db = state.db
+        self.gate = state.stock_gate
+        self.ttl_s = state.settings.idempotency_ttl_s
+        self._next_purge = 0.0
+
+    async def step(self) -> None:
+        """Sweep overdue orders; purge old idempotency keys when due."""
+        expired = await sweep_once(self.db, self.gate)
+        if expired:
+            log.info("expired %d unpaid orders", expired)
+        if time.monotonic() >= self._next_purge:
+            cutoff = utcnow() - timedelta(seconds=self.ttl_s)
+            async with transaction(self.db.read_session) as session:
+                due = await has_expired_keys(session, cutoff)
+            if due:
+                async with transaction(self.db.write_session) as session:
+                    await purge_expired_keys(session, cutoff)
+            self._next_purge = time.monotonic() + PURGE_INTERVAL_S
+
+
+async def run_every(
+    interval_s: float, stop: asyncio.Event, step: Callable[[], Awaitable[object]], name: str
+) -> None:
+    """Run ``step`` every ``interval_s`` seconds until ``stop`` is set.
+
+    A failing step is logged and retried next time. Stopping waits for the
+    current step: cancelling one in the middle of a database call would leave
+    its connection unclosed.
+    """
+    while not stop.is_set():
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed; retrying in %.1f s", name, interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
+async def stop_tasks(stop: asyncio.Event, tasks: list[asyncio.Task[None]], grace_s: float) -> None:
+    """Ask the tasks to stop, wait up to ``grace_s`` seconds, then cancel the rest."""
+    stop.set()
+    _done, pending = await asyncio.wait(tasks, timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,526 @@
+"""The outbox relay: delivers order events to the data platform at least once (DESIGN §2 "Events").
+
+Every instance runs one relay as a background task; any number of relays may
+share a database. A relay repeats:
+
+1. **Claim** (one short write transaction): up to ``outbox_batch_size`` events
+   that are undelivered, due (``available_at <= now``) and not leased by another
+   relay get ``claimed_by = <relay id>``, ``claimed_until = now + outbox_lease_s``.
+   The conditional ``UPDATE ... RETURNING`` tells which rows this relay got.
+2. **Deliver** (no transaction open): ``POST`` each event's stored ``payload``
+   verbatim (``Content-Type: application/json``, ``Idempotency-Key: <event_id>``)
+   to ``data_platform_url``, concurrently (bounded).
+3. **Record** (one short write transaction): a 2xx sets ``delivered_at``; anything
+   else (status, timeout, connection error) sets ``last_error`` and pushes
+   ``available_at`` back by an exponential backoff with full jitter. Both count
+   ``attempts`` and clear the claim -- only where this relay still holds it.
+
+A database transaction is never held during an HTTP call: on SQLite the write
+connection of a process is shared with every request, so that would stall them.
+If a relay dies, its claims expire after ``outbox_lease_s`` and another relay (or
+the restarted one) takes the events over. Delivery is therefore at least once:
+the data platform deduplicates by ``event_id``. No event is ever dropped or
+deleted; a failing one is retried forever, at least every ``outbox_backoff_max_s``.
+
+Leases compare the clocks of the relays' machines (UTC); keep them in sync
+(NTP) and the lease well above the skew.
+
+``data_platform_url`` is the full URL of the events endpoint, e.g.
+``http://127.0.0.1:9000/events`` for ``flashsale data-platform --port 9000``.
+Without it the relay delivers nothing and only keeps the backlog metrics fresh.
+
+Starting and stopping it in the app lifespan (``flashsale.api.app``), with the
+lifespan's ``stop`` event and ``stop_tasks`` of :mod:`flashsale.api.background`::
+
+    relay = OutboxRelay(state.db, settings)
+    tasks.append(asyncio.create_task(relay.run(stop), name="outbox relay"))
+    try:
+        yield
+    finally:
+        await stop_tasks(stop, tasks, grace_s=10.0)  # before the engines go
+        await state.db.dispose()
+
+``run(stop)`` returns after the current round once ``stop`` is set; it may also
+be cancelled (``run()`` without an event runs until cancelled). Either way it
+closes its HTTP client. Cancelled in the middle of a round, it records the
+outcome of the deliveries that finished and releases the rest of its claims, so
+a restarted instance need not wait for the lease.
+
+Metrics (``prometheus_client``, default registry): gauges
+``flashsale_outbox_backlog_events`` and ``flashsale_outbox_oldest_age_seconds``,
+counter ``flashsale_outbox_deliveries_total{outcome="delivered"|"failed"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Final, Self
+
+import httpx
+from prometheus_client import Counter, Gauge
+from sqlalchemy import Update, and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flashsale.db.engine import Database
+from flashsale.db.models import outbox
+from flashsale.db.session import transaction
+from flashsale.db.types import UTCDateTime, utcnow
+from flashsale.settings import Settings
+
+__all__ = [
+    "OUTBOX_BACKLOG",
+    "OUTBOX_DELIVERIES",
+    "OUTBOX_OLDEST_AGE",
+    "ClaimedEvent",
+    "OutboxRelay",
+    "backlog",
+    "backoff_s",
+    "claim",
+    "claim_statement",
+    "default_relay_id",
+]
+
+log = logging.getLogger(__name__)
+
+OUTBOX_BACKLOG: Final = Gauge(
+    "flashsale_outbox_backlog_events",
+    "Outbox events not yet delivered to the data platform.",
+    multiprocess_mode="livemax",
+)
+OUTBOX_OLDEST_AGE: Final = Gauge(
+    "flashsale_outbox_oldest_age_seconds",
+    "Age of the oldest undelivered outbox event in seconds (0 if none).",
+    multiprocess_mode="livemax",
+)
+OUTBOX_DELIVERIES: Final = Counter(
+    "flashsale_outbox_deliveries_total",
+    "Delivery attempts of outbox events to the data platform, by outcome.",
+    ["outcome"],
+)
+# Export both series from the start, so a rate() sees the first failure.
+OUTBOX_DELIVERIES.labels(outcome="delivered")
+OUTBOX_DELIVERIES.labels(outcome="failed")
+
+#: Deliveries in flight per relay; the data platform sees at most this many at once.
+DEFAULT_CONCURRENCY: Final = 16
+#: Smallest delay before a retry: full jitter may draw ~0, which would hammer a
+#: platform that just failed.
+MIN_BACKOFF_S: Final = 0.05
+#: Largest exponent of the backoff; beyond it the cap applies anyway (and 2**n stays a float).
+_MAX_BACKOFF_EXPONENT: Final = 60
+#: A delivery is not started with less time than this left on the lease.
+_MIN_REQUEST_S: Final = 0.05
+#: ``last_error`` keeps this many characters (status and the start of the body).
+_ERROR_CHARS: Final = 500
+_BODY_EXCERPT_CHARS: Final = 200
+#: At most one summary warning about failed deliveries per this many seconds.
+_FAILURE_LOG_INTERVAL_S: Final = 30.0
+#: ``claimed_by`` is a ``String(64)``.
+_RELAY_ID_CHARS: Final = 64
+
+
+def default_relay_id() -> str:
+    """``<hostname>-<pid>-<8 hex>``, at most 64 characters: unique per relay instance."""
+    suffix = f"-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return socket.gethostname()[: _RELAY_ID_CHARS - len(suffix)] + suffix
+
+
+def backoff_s(
+    attempts: int, base_s: float, max_s: float, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before the next attempt, after ``attempts`` earlier failed ones.
+
+    Full jitter (AWS Architecture Blog, "Exponential Backoff and Jitter"):
+    ``uniform(0, min(max_s, base_s × 2**attempts))``, but at least
+    ``min(MIN_BACKOFF_S, base_s)`` so that a failing platform is never hammered.
+    """
+    ceiling = min(max_s, base_s * 2.0 ** min(max(attempts, 0), _MAX_BACKOFF_EXPONENT))
+    draw = (rng or random).uniform(0.0, ceiling)
+    return max(min(MIN_BACKOFF_S, base_s), draw)
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    """An outbox row this relay has claimed.
+
+    Attributes:
+        id: ``outbox.id``.
+        event_id: the event's UUID, sent as ``Idempotency-Key``.
+        payload: the event's JSON text, sent verbatim.
+        attempts: delivery attempts before this one.
+    """
+
+    id: int
+    event_id: str
+    payload: str
+    attempts: int
+
+
+def claim_statement(
+    dialect: str, relay_id: str, now: datetime, lease_s: float, batch: int
+) -> Update:
+    """``UPDATE outbox ... RETURNING`` that claims up to ``batch`` due, unleased events.
+
+    The only place where the backends differ. On PostgreSQL the candidates are
+    selected ``FOR UPDATE SKIP LOCKED``, so concurrent relays pass over each
+    other's rows instead of queueing on them. On SQLite the write transaction
+    (``BEGIN IMMEDIATE``) already serialises claimers. The claim condition is
+    repeated on the UPDATE itself, so a row claimed meanwhile is never taken.
+
+    Args:
+        dialect: ``engine.dialect.name`` (``"sqlite"`` or ``"postgresql"``).
+        now: the current time, timezone-aware UTC.
+        lease_s: seconds the claim holds.
+    """
+    claimable = and_(
+        outbox.c.delivered_at.is_(None),
+        outbox.c.available_at <= now,
+        or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+    )
+    candidates = select(outbox.c.id).where(claimable).order_by(outbox.c.id).limit(batch)
+    if dialect == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    return (
+        update(outbox)
+        .where(outbox.c.id.in_(candidates.scalar_subquery()), claimable)
+        .values(claimed_by=relay_id, claimed_until=now + timedelta(seconds=lease_s))
+        .returning(outbox.c.id, outbox.c.event_id, outbox.c.payload, outbox.c.attempts)
+    )
+
+
+async def claim(
+    session: AsyncSession, relay_id: str, now: datetime, lease_s: float, batch: int
+) -> list[ClaimedEvent]:
+    """Claim up to ``batch`` events for ``relay_id`` in the caller's (write) transaction.
+
+    Returns the claimed events in ``id`` order (oldest first); empty if none is due.
+    """
+    dialect = session.get_bind().dialect.name
+    result = await session.execute(claim_statement(dialect, relay_id, now, lease_s, batch))
+    events = [ClaimedEvent(r.id, r.event_id, r.payload, r.attempts) for r in result]
+    events.sort(key=lambda e: e.id)  # RETURNING promises no order
+    return events
+
+
+_BACKLOG = select(func.count(), func.min(outbox.c.created_at)).where(
+    outbox.c.delivered_at.is_(None)
+)
+
+
+async def backlog(session: AsyncSession, now: datetime | None = None) -> tuple[int, float]:
+    """``(events not yet delivered, age of the oldest of them in seconds)``; age 0 if none.
+
+    One aggregate over the ``(delivered_at, available_at)`` index; runs on a read session.
+    """
+    count, oldest = (await session.execute(_BACKLOG)).one()
+    if not count or oldest is None:
+        return 0, 0.0
+    age = ((now or utcnow()) - oldest).total_seconds()
+    return int(count), max(0.0, age)
+
+
+# Outcome updates (executemany). Each applies only where this relay still holds the
+# claim: after a lease expired, the row may belong to another relay.
+_STILL_OURS = and_(outbox.c.id == bindparam("b_id"), outbox.c.claimed_by == bindparam("b_relay"))
+_MARK_DELIVERED = (
+    update(outbox)
+    .where(_STILL_OURS)
+    .values(
+        delivered_at=bindparam("b_now", type_=UTCDateTime()),
+        attempts=outbox.c.attempts + 1,
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+_MARK_FAILED = (
+    update(outbox)
+    .where(_STILL_OURS)
+    .values(
+        available_at=bindparam("b_available_at", type_=UTCDateTime()),
+        last_error=bindparam("b_error"),
+        attempts=outbox.c.attempts + 1,
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+_RELEASE = update(outbox).where(_STILL_OURS).values(claimed_by=None, claimed_until=None)
+
+
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    ok: bool
+    error: str | None = None
+
+
+class _FailureLog:
+    """Failed deliveries summarised in at most one warning per interval (no log storm)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._last_emit = -math.inf
+        self._failures = 0
+        self._max_attempts = 0
+        self._sample = ""
+
+    def note(self, event: ClaimedEvent, error: str) -> None:
+        self._failures += 1
+        self._max_attempts = max(self._max_attempts, event.attempts + 1)
+        self._sample = f"event {event.event_id} attempt {event.attempts + 1}: {error}"
+
+    def flush(self, now: float) -> None:
+        if not self._failures or now - self._last_emit < self._interval_s:
+            return
+        log.warning(
+            "outbox: %d deliveries failed since the last report (most attempts of an event: %d); "
+            "latest: %s",
+            self._failures,
+            self._max_attempts,
+            self._sample,
+        )
+        self._last_emit = now
+        self._failures = self._max_attempts = 0
+
+
+class OutboxRelay:
+    """Delivers outbox events of ``db`` to ``settings.data_platform_url``.
+
+    Args:
+        db: the process's engines; claims and outcomes use ``db.write_session``
+            (short transactions), the backlog query ``db.read_session``.
+        settings: ``data_platform_url`` (full events endpoint, or None: deliver
+            nothing), ``data_platform_timeout_s``, ``outbox_*``.
+        relay_id: written to ``claimed_by`` (≤ 64 chars); default
+            :func:`default_relay_id`. Must be unique among running relays.
+        client: an ``httpx.AsyncClient`` to post with (tests inject one with an
+            ``ASGITransport``); the caller closes it. By default the relay opens
+            its own and closes it in :meth:`aclose` (and when :meth:`run` ends).
+        concurrency: deliveries in flight at once.
+        rng: randomness of the backoff jitter (seeded in tests).
+
+    Raises:
+        ValueError: ``relay_id`` longer than 64 characters, or ``concurrency`` < 1.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        relay_id: str | None = None,
+        client: httpx.AsyncClient | None = None,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        rng: random.Random | None = None,
+    ) -> None:
+        relay_id = relay_id or default_relay_id()
+        if len(relay_id) > _RELAY_ID_CHARS:
+            raise ValueError(f"relay_id longer than {_RELAY_ID_CHARS} characters: {relay_id!r}")
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.relay_id = relay_id
+        self._db = db
+        self._settings = settings
+        self._client = client
+        self._owns_client = client is None
+        self._limiter = asyncio.Semaphore(concurrency)
+        self._rng = rng or random.Random()
+        self._failure_log = _FailureLog(_FAILURE_LOG_INTERVAL_S)
+        self._last_claimed = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if the relay opened it (an injected one is left open)."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._settings.data_platform_timeout_s)
+        return self._client
+
+    async def update_metrics(self) -> tuple[int, float]:
+        """Refresh the backlog gauges from the database; returns :func:`backlog`'s pair."""
+        async with self._db.read_session() as session:
+            count, age_s = await backlog(session)
+        OUTBOX_BACKLOG.set(count)
+        OUTBOX_OLDEST_AGE.set(age_s)
+        return count, age_s
+
+    async def run_once(self) -> int:
+        """One round: refresh the gauges, claim a batch, deliver it, record the outcomes.
+
+        Returns the number of events delivered (2xx) in this round. Claims nothing
+        when ``data_platform_url`` is None or no event is waiting (so an idle relay
+        takes no write lock).
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the database failed; claimed events stay
+                leased until ``outbox_lease_s`` passes, then are taken over.
+        """
+        self._last_claimed = 0
+        waiting, _ = await self.update_metrics()
+        url = self._settings.data_platform_url
+        if url is None or waiting == 0:
+            return 0
+        loop = asyncio.get_running_loop()
+        # Measured before claiming: the lease in the database starts no earlier.
+        lease_ends = loop.time() + self._settings.outbox_lease_s
+        async with transaction(self._db.write_session) as session:
+            events = await claim(
+                session,
+                self.relay_id,
+                utcnow(),
+                self._settings.outbox_lease_s,
+                self._settings.outbox_batch_size,
+            )
+        self._last_claimed = len(events)
+        if not events:
+            return 0
+        # Leave time to record the outcome before the lease ends.
+        margin = min(1.0, 0.1 * self._settings.outbox_lease_s)
+        delivered = await self._deliver_batch(url, events, lease_ends - margin)
+        await self.update_metrics()
+        return delivered
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Deliver until ``stop`` is set or the task is cancelled (the app lifespan's
+        background task).
+
+        Rounds follow each other at once while full batches are claimed (a backlog
+        drains at full speed), and every ``outbox_poll_s`` otherwise. A failing
+        round (database busy or down) is logged and retried after a growing pause
+        (≤ 30 s). Setting ``stop`` ends the loop after the current round. Closes
+        its own HTTP client on exit.
+        """
+        poll_s = self._settings.outbox_poll_s
+        errors = 0
+        try:
+            while stop is None or not stop.is_set():
+                try:
+                    await self.run_once()
+                except Exception:
+                    errors += 1
+                    if errors & (errors - 1) == 0:  # 1st, 2nd, 4th, 8th ... in a row
+                        log.exception("outbox relay round failed (%d in a row); retrying", errors)
+                    await _pause(min(30.0, poll_s * 2.0 ** min(errors, 10)), stop)
+                    continue
+                errors = 0
+                if self._last_claimed < self._settings.outbox_batch_size:
+                    await _pause(poll_s, stop)
+        finally:
+            await self.aclose()
+
+    async def _deliver_batch(self, url: str, events: list[ClaimedEvent], deadline: float) -> int:
+        outcomes: dict[int, _Outcome] = {}
+        try:
+            async with asyncio.TaskGroup() as group:
+                for event in events:
+                    group.create_task(self._deliver(url, event, deadline, outcomes))
+        finally:
+            # Also when cancelled (shutdown): keep what was learnt and release the
+            # rest, so that no event waits for the lease to expire.
+            await asyncio.shield(self._record(events, outcomes))
+        return sum(o.ok for o in outcomes.values())
+
+    async def _deliver(
+        self, url: str, event: ClaimedEvent, deadline: float, outcomes: dict[int, _Outcome]
+    ) -> None:
+        async with self._limiter:
+            # Never post past the lease: by then another relay may be sending it too.
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining < _MIN_REQUEST_S:
+                return  # released unattempted; the next round claims it again
+            timeout = min(self._settings.data_platform_timeout_s, remaining)
+            try:
+                # httpx's timeouts bound each network operation, not the whole request
+                # (a server trickling bytes never trips them): bound the total too.
+                async with asyncio.timeout(timeout):
+                    response = await self._http().post(
+                        url,
+                        content=event.payload.encode(),
+                        headers={
+                            "Content-Type": "application/json",
+                            "Idempotency-Key": event.event_id,
+                        },
+                        timeout=timeout,
+                    )
+            except TimeoutError:
+                error = f"TimeoutError: no answer within {timeout:.3g} s"
+            except Exception as exc:  # any failure is one failed attempt, never a lost event
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if response.is_success:
+                    outcomes[event.id] = _Outcome(ok=True)
+                    OUTBOX_DELIVERIES.labels(outcome="delivered").inc()
+                    return
+                error = f"HTTP {response.status_code}: {response.text[:_BODY_EXCERPT_CHARS]}"
+            error = error[:_ERROR_CHARS]
+            outcomes[event.id] = _Outcome(ok=False, error=error)
+            OUTBOX_DELIVERIES.labels(outcome="failed").inc()
+            self._failure_log.note(event, error)
+            log.debug("outbox: delivery of %s failed: %s", event.event_id, error)
+
+    async def _record(self, events: list[ClaimedEvent], outcomes: dict[int, _Outcome]) -> None:
+        now = utcnow()
+        delivered: list[dict[str, object]] = []
+        failed: list[dict[str, object]] = []
+        released: list[dict[str, object]] = []
+        for event in events:
+            outcome = outcomes.get(event.id)
+            key = {"b_id": event.id, "b_relay": self.relay_id}
+            if outcome is None:
+                released.append(key)
+            elif outcome.ok:
+                delivered.append({**key, "b_now": now})
+            else:
+                delay = backoff_s(
+                    event.attempts,
+                    self._settings.outbox_backoff_base_s,
+                    self._settings.outbox_backoff_max_s,
+                    self._rng,
+                )
+                failed.append(
+                    {
+                        **key,
+                        "b_error": outcome.error,
+                        "b_available_at": now + timedelta(seconds=delay),
+                    }
+                )
+        async with transaction(self._db.write_session) as session:
+            for statement, params in (
+                (_MARK_DELIVERED, delivered),
+                (_MARK_FAILED, failed),
+                (_RELEASE, released),
+            ):
+                if params:
+                    await session.execute(statement, params)
+        self._failure_log.flush(asyncio.get_running_loop().time())
