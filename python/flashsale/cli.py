@@ -110,7 +110,7 @@ def _audit(args: argparse.Namespace) -> int:
     from flashsale.audit import run_audit
 
     url = args.database_url or Settings().database_url
-    report = run_audit(url)
+    report = run_audit(url, args.service_url)
     print(report.render())
     return 0 if report.ok else 1
 
@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="check the invariants of DESIGN §6; exit 1 on failure")
     audit.add_argument("--database-url", default=None)
+    audit.add_argument(
+        "--service-url",
+        action="append",
+        default=[],
+        help="base URL of a running instance whose served ranking is checked (invariant 5); "
+        "repeat for several",
+    )
     audit.set_defaults(func=_audit)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")

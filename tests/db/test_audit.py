@@ -19,6 +19,7 @@ from flashsale.db.models import (
     inventory_movements,
     order_items,
     orders,
+    outbox,
     payments,
     products,
     user_coupons,
@@ -137,6 +138,17 @@ def _seed(conn: Connection) -> None:
             order_id=1, user_id=1, kind="PAYMENT", amount=55_000, created_at=NOW
         )
     )
+    conn.execute(
+        insert(outbox).values(
+            event_id="00000000-0000-4000-8000-000000000001",
+            type="order.paid",
+            order_id=1,
+            payload="{}",
+            created_at=NOW,
+            available_at=NOW,
+            attempts=0,
+        )
+    )
 
 
 @pytest.fixture
@@ -160,7 +172,12 @@ def _corrupt(url: str, change: Callable[[Connection], object]) -> None:
 def test_consistent_shop_passes(shop: str) -> None:
     report = run_audit(shop)
     assert report.ok, report.render()
-    assert {c.split(":")[0] for c in report.checks} == {"1.stock", "2.money", "3.coupons"}
+    assert {c.split(":")[0] for c in report.checks} == {
+        "1.stock",
+        "2.money",
+        "3.coupons",
+        "4.events",
+    }
 
 
 @pytest.mark.parametrize(
@@ -196,6 +213,24 @@ def test_consistent_shop_passes(shop: str) -> None:
         (
             lambda c: c.execute(update(user_coupons).values(order_id=None)),
             "3.coupons: a USED coupon",
+        ),
+        (
+            lambda c: c.execute(
+                insert(inventory_movements).values(
+                    variant_id=1, kind="RESTOCK", quantity=1, order_id=1, created_at=NOW
+                )
+            ),
+            "1.stock: an order's movements",
+        ),
+        (lambda c: c.execute(outbox.delete()), "4.events: every paid order"),
+        (
+            # cancelled after payment, but neither refunded nor reported
+            lambda c: c.execute(update(orders).values(status="CANCELLED")),
+            "4.events: every order cancelled after payment",
+        ),
+        (
+            lambda c: c.execute(update(orders).values(status="CANCELLED")),
+            "2.money: each refunded order",
         ),
     ],
 )
