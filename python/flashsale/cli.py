@@ -191,11 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     platform.add_argument("--seed", type=int, default=None, help="seed of the failure draws")
     platform.set_defaults(func=_data_platform)
 
-    # demo and bench parse their own flags.
+    # demo, seed and bench parse their own flags.
     sub.add_parser(
         "demo", help="run the flash-sale demo (see `flashsale demo --help`)", add_help=False
     )
-    sub.add_parser("bench", help="benchmarks: `flashsale bench core`", add_help=False)
+    sub.add_parser(
+        "seed", help="seed a month of sales (see `flashsale seed --help`)", add_help=False
+    )
+    sub.add_parser("bench", help="benchmarks: `flashsale bench core|ranking`", add_help=False)
     return parser
 
 
@@ -210,10 +213,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flashsale.demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv and argv[0] == "seed":
+        from flashsale.seed import main as seed_main
+
+        return seed_main(argv[1:])
     if argv and argv[0] == "bench":
-        if len(argv) < 2 or argv[1] not in {"core"}:
-            print("usage: flashsale bench core [options]", file=sys.stderr)
+        if len(argv) < 2 or argv[1] not in {"core", "ranking"}:
+            print("usage: flashsale bench core|ranking [options]", file=sys.stderr)
             return 2
+        if argv[1] == "ranking":
+            from flashsale.bench.ranking import main as bench_ranking
+
+            return bench_ranking(argv[2:])
         from flashsale.bench.core import main as bench_core
 
         return bench_core(argv[2:])

@@ -118,8 +118,12 @@ class StockGate:
         return lines[0][0], self.pool.available(lines[0][0])
 
     def release(self, lines: Sequence[Line]) -> None:
-        """Give back a reservation the database did not confirm."""
-        self.pool.release(lines)
+        """Give units back: a reservation the database did not confirm, or units a
+        cancellation or expiry released. Variants this process has never loaded are
+        skipped (it reads them from the database on first sight)."""
+        known = [line for line in lines if line[0] in self.pool]
+        if known:
+            self.pool.release(known)
 
 
 _COUPON_COLUMNS = (

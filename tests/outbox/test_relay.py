@@ -110,7 +110,8 @@ async def test_a_failed_delivery_is_recorded_backed_off_and_retried(
 ) -> None:
     await insert_events(db, 4)
     await configure(platform_client, fail_rate=1.0)
-    settings = make_settings(outbox_backoff_base_s=0.2, outbox_backoff_max_s=0.2)
+    # A long backoff, so "not due yet" below holds however slow the machine is.
+    settings = make_settings(outbox_backoff_base_s=30.0, outbox_backoff_max_s=30.0)
     failed_before = sample("flashsale_outbox_deliveries_total", outcome="failed")
     relay = OutboxRelay(db, settings, "relay-a", platform_client, rng=random.Random(7))
 
@@ -125,7 +126,7 @@ async def test_a_failed_delivery_is_recorded_backed_off_and_retried(
         assert (row["claimed_by"], row["claimed_until"]) == (None, None)
         # Full jitter over [0, base × 2**0], at least the floor.
         assert before + timedelta(seconds=MIN_BACKOFF_S) <= row["available_at"]
-        assert row["available_at"] <= after + timedelta(seconds=0.2)
+        assert row["available_at"] <= after + timedelta(seconds=30.0)
     assert sample("flashsale_outbox_deliveries_total", outcome="failed") == failed_before + 4
 
     # Not due yet: the next round claims nothing (no post reaches the platform).
@@ -134,7 +135,8 @@ async def test_a_failed_delivery_is_recorded_backed_off_and_retried(
     assert (await platform_stats(platform_client))["received"] == received
 
     await configure(platform_client, fail_rate=0.0)
-    await anyio.sleep(0.25)
+    async with transaction(db.write_session) as session:  # the backoff has passed
+        await session.execute(update(outbox).values(available_at=utcnow()))
     assert await drain(relay, db) == 4
     for row in await outbox_rows(db):
         assert row["delivered_at"] is not None
@@ -326,12 +328,13 @@ async def test_a_crashed_relays_batch_is_delivered_after_its_lease(
 ) -> None:
     ids = await insert_events(db, 5)
     async with transaction(db.write_session) as session:
-        claimed = await claim(session, "crashed-relay", utcnow(), 0.3, 100)
+        claimed = await claim(session, "crashed-relay", utcnow(), 30.0, 100)
     assert len(claimed) == 5  # ... and then the process died
 
     relay = OutboxRelay(db, make_settings(), "relay-b", platform_client)
     assert await relay.run_once() == 0  # the lease still holds
-    await anyio.sleep(0.35)
+    async with transaction(db.write_session) as session:  # ... until it runs out
+        await session.execute(update(outbox).values(claimed_until=utcnow()))
     assert await drain(relay, db) == 5
     stored = await all_platform_events(platform_client)
     assert sorted(e["event_id"] for e in stored) == sorted(ids)
