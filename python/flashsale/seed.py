@@ -406,7 +406,8 @@ class _Seeder:
         self.summary.coupons = len(ids)
         return ids
 
-    async def create_shoppers(self, n: int, coupon_ids: list[int]) -> list[Shopper]:
+    async def create_shoppers(self, n: int, coupon_ids: list[int], at: datetime) -> list[Shopper]:
+        """Sign up ``n`` shoppers, charge their opening balance and hand out coupons at ``at``."""
         shoppers = []
         for i in range(1, n + 1):
             async with transaction(self.db.write_session) as session:
@@ -418,13 +419,15 @@ class _Seeder:
                     hash_cost=self.settings.password_hash_cost,
                 )
                 opening = self.rng.choice((200_000, 500_000, 1_000_000))
-                await charge(session, user_id, opening)
+                await charge(session, user_id, opening, now=at)
             shopper = Shopper(user_id, self.rng.lognormvariate(0, 1), opening)
             for coupon_id in coupon_ids:
                 if self.rng.random() < 0.5:
                     try:
                         async with transaction(self.db.write_session) as session:
-                            issued = await issue(session, self.coupon_gate, coupon_id, user_id)
+                            issued = await issue(
+                                session, self.coupon_gate, coupon_id, user_id, now=at
+                            )
                     except FlashsaleError as exc:
                         self.summary.refused[exc.code] += 1
                         continue
@@ -434,14 +437,14 @@ class _Seeder:
         self.summary.users = n
         return shoppers
 
-    async def top_up(self, shopper: Shopper, needed: int) -> None:
-        """Charge the wallet (one unit of work) until it holds ``needed`` KRW."""
+    async def top_up(self, shopper: Shopper, needed: int, at: datetime) -> None:
+        """Charge the wallet at ``at`` (one unit of work) until it holds ``needed`` KRW."""
         if shopper.balance >= needed:
             return
         async with transaction(self.db.write_session) as session:
             while shopper.balance < needed:
                 amount = min(MAX_CHARGE, max(100_000, needed - shopper.balance))
-                _tx, shopper.balance, _at = await charge(session, shopper.user_id, amount)
+                _tx, shopper.balance, _at = await charge(session, shopper.user_id, amount, now=at)
 
     async def place(self, event: _Event, shopper: Shopper) -> None:
         total = sum(self.price[v] * q for v, q in event.lines)
@@ -456,7 +459,7 @@ class _Seeder:
             pay=event.pay,
         )
         if event.pay:
-            await self.top_up(shopper, total)
+            await self.top_up(shopper, total, event.at)
         async with transaction(self.db.write_session) as session:
             order = await place_order(
                 session,
@@ -501,7 +504,7 @@ class _Seeder:
             self.summary.attempts += 1
             await self.place(event, shopper)
         elif event.kind == "pay":
-            await self.top_up(shopper, sum(self.price[v] * q for v, q in event.lines))
+            await self.top_up(shopper, sum(self.price[v] * q for v, q in event.lines), event.at)
             async with transaction(self.db.write_session) as session:
                 order = await pay_order(
                     session, self.ranking, shopper.user_id, event.order_id, now=event.at
@@ -609,7 +612,7 @@ async def seed_history(
             )
         await seeder.create_catalog(catalog + limited)
         coupon_ids = await seeder.create_coupons(start, end, n_users)
-        shoppers = await seeder.create_shoppers(n_users, coupon_ids)
+        shoppers = await seeder.create_shoppers(n_users, coupon_ids, start)
 
         user_weights = [s.weight for s in shoppers]
         for _ in range(n_regular):

@@ -109,9 +109,16 @@ _ISSUED = COUPON_ISSUES.labels(outcome="issued")
 
 
 async def issue(
-    session: AsyncSession, gate: CouponIssueGate, coupon_id: int, user_id: int
+    session: AsyncSession,
+    gate: CouponIssueGate,
+    coupon_id: int,
+    user_id: int,
+    *,
+    now: datetime | None = None,
 ) -> IssueOut:
     """Issue one coupon to ``user_id``, first come first served.
+
+    ``now`` (UTC) defaults to the current time; ``flashsale seed`` passes past times.
 
     Every call is counted in ``flashsale_coupon_issues_total`` by outcome: a
     refusal by its error code, an issue once the transaction has committed.
@@ -123,7 +130,7 @@ async def issue(
         CouponSoldOut: none left (409).
     """
     try:
-        issued = await _issue(session, gate, coupon_id, user_id)
+        issued = await _issue(session, gate, coupon_id, user_id, utcnow() if now is None else now)
     except FlashsaleError as exc:
         observe_coupon_issue(exc.code)
         raise
@@ -132,9 +139,8 @@ async def issue(
 
 
 async def _issue(
-    session: AsyncSession, gate: CouponIssueGate, coupon_id: int, user_id: int
+    session: AsyncSession, gate: CouponIssueGate, coupon_id: int, user_id: int, now: datetime
 ) -> IssueOut:
-    now = utcnow()
     starts, ends, valid_days = await gate.terms_of(session, coupon_id, user_id)
     if not issue_window_open(starts, ends, now):
         raise CouponNotIssuable(coupon_id=coupon_id, issue_starts_at=starts, issue_ends_at=ends)

@@ -63,8 +63,12 @@ def check_charge_amount(amount: int) -> None:
         raise ChargeAmountOutOfRange(amount=amount, min=MIN_CHARGE, max=MAX_CHARGE)
 
 
-async def charge(session: AsyncSession, user_id: int, amount: int) -> tuple[int, int, datetime]:
+async def charge(
+    session: AsyncSession, user_id: int, amount: int, *, now: datetime | None = None
+) -> tuple[int, int, datetime]:
     """Add ``amount`` KRW to the wallet; returns ``(transaction_id, balance, created_at)``.
+
+    ``now`` (UTC) defaults to the current time; ``flashsale seed`` passes past times.
 
     Raises:
         ChargeAmountOutOfRange: amount outside 1,000..1,000,000 (422).
@@ -72,7 +76,7 @@ async def charge(session: AsyncSession, user_id: int, amount: int) -> tuple[int,
         BalanceLimitExceeded: the balance would pass 100,000,000 (409).
     """
     check_charge_amount(amount)
-    now = utcnow()
+    now = utcnow() if now is None else now
     params = {"p_user": user_id, "p_amount": amount, "p_now": now}
     balance = (await session.execute(_CREDIT, params)).scalar_one_or_none()
     if balance is None:
