@@ -3,14 +3,20 @@
 The ``live_server`` fixture yields a :class:`LiveServer` that also carries the shared
 helpers: an HTTP client under ``/api/v1``, the admin's bearer header, seeding users
 over HTTP, creating products and coupons, and the audit (library and CLI).
+
+The ``server_factory`` fixture starts servers with extra settings, or several servers
+one after another on the same database (a restart after :meth:`LiveServer.kill`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +86,13 @@ class LiveServer:
     def api_url(self) -> str:
         """``http://127.0.0.1:<port>/api/v1``."""
         return self.process.base_url + API_PREFIX
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (master and workers) and reap it: a
+        crash, with no shutdown code run (requests and outbox deliveries cut off)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.stop()
 
     @asynccontextmanager
     async def client(self, connections: int = 200) -> AsyncIterator[httpx.AsyncClient]:
@@ -199,19 +212,27 @@ class LiveServer:
         assert body["remaining_quantity"] == total_quantity
         return body
 
-    async def assert_audit_clean(self, *, cli: bool = True) -> None:
-        """Run the audit on the database: ``run_audit(url).ok`` and ``flashsale audit`` exit 0."""
+    async def assert_audit_clean(self, *, cli: bool = True, ranking: bool = False) -> None:
+        """Run the audit on the database: ``run_audit(url).ok`` and ``flashsale audit`` exit 0.
+
+        ``ranking``: also invariant 5, against this server (``run_audit(url, [base_url])``,
+        ``flashsale audit --service-url base_url``).
+        """
         from flashsale.audit import run_audit
 
+        service_urls = [self.process.base_url] if ranking else []
         # In a thread: the audit may run its own event loop.
-        report = await anyio.to_thread.run_sync(run_audit, self.database_url)
+        report = await anyio.to_thread.run_sync(run_audit, self.database_url, service_urls)
         assert report.checks, "the audit checked nothing"
+        if ranking:
+            assert any(c.startswith("5.") for c in report.checks), report.checks
         assert report.ok, f"audit failures: {report.failures}"
         if cli:
+            service_args = [arg for url in service_urls for arg in ("--service-url", url)]
             proc = await anyio.to_thread.run_sync(
                 lambda: subprocess.run(
                     [sys.executable, "-m", "flashsale", "audit", "--database-url",
-                     self.database_url],
+                     self.database_url, *service_args],
                     capture_output=True,
                     text=True,
                     timeout=120,
@@ -243,3 +264,61 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     if "Traceback" in log:
         first = log.index("Traceback")
         pytest.fail(f"the server logged an unhandled error:\n{log[first : first + 3000]}")
+
+
+def _fail_on_traceback(log_path: Path) -> None:
+    log = log_path.read_text(encoding="utf-8", errors="replace")
+    if "Traceback" in log:
+        first = log.index("Traceback")
+        pytest.fail(
+            f"{log_path.name}: the server logged an unhandled error:\n{log[first : first + 3000]}"
+        )
+
+
+class ServerFactory:
+    """Starts servers (2 workers, bcrypt cost 4) with extra settings; all stopped at teardown.
+
+    Each server logs to its own ``tmp_path/server-<n>.log``; a traceback in any of
+    them fails the test at teardown, as with ``live_server``.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.servers: list[LiveServer] = []
+        self._cfg = SqliteServerEnv.in_folder(tmp_path)
+
+    def start(self, env: Mapping[str, str] | None = None, *, workers: int = 2) -> LiveServer:
+        """A new server on ``tmp_path/flashsale.db`` with ``env`` (``FLASHSALE_*``) added.
+
+        Every server of one factory shares the database, the JWT secret and the admin:
+        a server started after another one stopped (or was killed) takes over its data,
+        and the tokens it issued stay valid.
+        """
+        log_path = self.tmp_path / f"server-{len(self.servers) + 1}.log"
+        process = ServerProcess(
+            {**self._cfg.env, **(env or {})}, workers=workers, log_path=log_path
+        )
+        process.start()
+        server = LiveServer(
+            process, self._cfg.database_url, self._cfg.admin_email, self._cfg.admin_password
+        )
+        self.servers.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        """Stop every server (idempotent), then check their logs."""
+        for server in self.servers:
+            server.process.stop()
+        for server in self.servers:
+            _fail_on_traceback(server.process.log_path)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    """A :class:`ServerFactory` on ``tmp_path``: for servers with extra settings, or several
+    servers one after another on the same database (e.g. a restart after a crash)."""
+    factory = ServerFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
