@@ -3,10 +3,15 @@
 Modules:
 
 - :mod:`flashsale.demo.server` -- :class:`~flashsale.demo.server.ServerProcess`, the real
-  service in a child process group (also used by the end-to-end tests).
+  service in a child process group (also used by the end-to-end tests), and
+  :class:`~flashsale.demo.server.DataPlatformProcess`, the data-platform stand-in.
 - :mod:`flashsale.demo.client` -- the asyncio load driver and per-scenario tallies.
-- :mod:`flashsale.demo.scenarios` -- seeding and the coupon rush, limited rush and
-  shopping scenarios.
+- :mod:`flashsale.demo.world` -- the demo's own account of the catalog, users and orders.
+- :mod:`flashsale.demo.scenarios` -- seeding, the coupon rush, limited rush, shopping
+  (pay-later, cancellations, carts, idempotent retries) and flash-deal expiry scenarios,
+  and the checks of what the service serves.
+- :mod:`flashsale.demo.events` -- the end checks of the outbox, the orders, the
+  idempotency keys and the events the stand-in received.
 - :mod:`flashsale.demo.report` -- the printed report.
 - :mod:`flashsale.demo.run` -- argument parsing and the whole run.
 

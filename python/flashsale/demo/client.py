@@ -58,12 +58,15 @@ class Reply:
         body: the decoded JSON body (``None`` when absent or not JSON); for an
             unanswered request, the ``repr`` of the transport exception.
         latency_ms: wall time from send to the full answer, in milliseconds.
+        replayed: the answer carried ``Idempotent-Replayed: true``: the server replayed
+            the stored response of an earlier request with the same ``Idempotency-Key``.
     """
 
     status: int
     code: str
     body: Any
     latency_ms: float
+    replayed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -240,6 +243,7 @@ class ApiClient:
             ) as response:
                 raw = await response.read()
                 status = response.status
+                replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
         except TimeoutError as exc:
             reply = Reply(0, TIMEOUT, repr(exc), (time.perf_counter() - start) * 1000.0)
         except aiohttp.ClientError as exc:
@@ -256,10 +260,34 @@ class ApiClient:
                 code = body["code"]
             else:
                 code = f"HTTP_{status}"
-            reply = Reply(status, code, body, latency)
+            reply = Reply(status, code, body, latency, replayed)
         if stats is not None:
             stats.record(reply)
         return reply
+
+    async def fetch(self, url: str, *, params: Mapping[str, str | int] | None = None) -> Reply:
+        """``GET`` an absolute ``url`` (outside the API prefix, e.g. ``/metrics`` or the
+        data-platform stand-in); never raises.
+
+        The :class:`Reply`'s ``body`` is the decoded JSON when the answer is JSON, else
+        its text (e.g. the Prometheus exposition); ``code`` is as for :meth:`request`.
+        """
+        start = time.perf_counter()
+        try:
+            async with self.http.get(url, params=params) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError as exc:
+            return Reply(0, TIMEOUT, repr(exc), (time.perf_counter() - start) * 1000.0)
+        except aiohttp.ClientError as exc:
+            return Reply(0, NO_RESPONSE, repr(exc), (time.perf_counter() - start) * 1000.0)
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            body: Any = jsonlib.loads(text) if text else None
+        except ValueError:
+            body = text
+        code = "" if 200 <= status < 300 else f"HTTP_{status}"
+        return Reply(status, code, body, (time.perf_counter() - start) * 1000.0)
 
 
 @asynccontextmanager

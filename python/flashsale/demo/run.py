@@ -1,9 +1,16 @@
 """``flashsale demo``: a flash sale on the embedded default, with real HTTP traffic.
 
-Starts the real service (``flashsale serve``, N worker processes) on a fresh SQLite
-database in a temporary folder, seeds it over the admin API, runs the coupon rush, the
-limited-edition rush and ordinary shopping with many concurrent clients, prints a
-report and the audit (DESIGN §6), and exits non-zero if anything was wrong.
+Starts the data-platform stand-in (``flashsale data-platform``, failing a share of the
+deliveries on purpose) and then the real service (``flashsale serve``, N worker
+processes, its outbox relay pointed at the stand-in, a short payment deadline) on a
+fresh SQLite database in a temporary folder; seeds it over the admin API; runs the
+coupon rush, the limited-edition rush, and shopping (pay-later orders paid or
+abandoned, cancellations, cart checkouts, retries with an ``Idempotency-Key``) with
+the flash-deal expiry alongside, with many concurrent clients. Then it waits for the
+expiries and for the relay to deliver every event, checks stock, wallets, ranking,
+orders, keys and the stand-in's copy of the events against its own account, runs the
+audit (DESIGN §6), prints a report, and exits non-zero if anything was wrong. Both
+child processes are stopped on every way out (end, failure, Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -13,31 +20,54 @@ import asyncio
 import random
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from tqdm import tqdm
 
-from flashsale.demo.client import api_client
-from flashsale.demo.report import AuditLike, DemoResult, format_report
+from flashsale.demo.client import ApiClient, api_client
+from flashsale.demo.events import (
+    check_events,
+    check_keys,
+    check_orders,
+    fetch_stored_events,
+    outbox_written,
+    platform_stats,
+    read_store,
+    wait_for_relay,
+)
+from flashsale.demo.report import AuditLike, DataPlatformResult, DemoResult, format_report
 from flashsale.demo.scenarios import (
     COUPON_QUANTITY,
+    HOLD_STOCK,
     LIMITED_STOCK,
     DemoError,
+    check_expiries,
+    check_stock,
     check_wallets,
     coupon_rush,
     fetch_popular,
+    hold_flash_deal,
     limited_rush,
+    release_flash_deal,
     seed_world,
     shopping,
 )
-from flashsale.demo.server import ServerError, ServerProcess, SqliteServerEnv
+from flashsale.demo.server import (
+    DataPlatformProcess,
+    ServerError,
+    ServerProcess,
+    SqliteServerEnv,
+)
+from flashsale.demo.world import World
 
 __all__ = ["DemoOptions", "main", "parse_args", "run_demo"]
 
@@ -46,8 +76,22 @@ CATALOG_PRODUCTS = 200
 #: Requests in flight while seeding: SQLite takes one writer at a time, so more only
 #: lengthens the queue (measured with 2 workers: 4-8 is fastest, 64 is 35 % slower).
 SEED_CONCURRENCY = 8
-#: Users whose wallet is compared with charged - paid after shopping.
+#: Random users whose wallet is compared with charged - paid + refunded after shopping
+#: (every user who got a refund is compared too).
 WALLET_SAMPLE = 200
+#: Requests in flight for the end checks (reads).
+CHECK_CONCURRENCY = 16
+#: How often each server instance sweeps overdue pay-later orders, seconds: well below
+#: the demo's payment deadline, so expiry shows within the run.
+EXPIRY_SWEEP_S = 0.5
+#: Outbox relay retry backoff for the demo, seconds: base and cap (the service's
+#: defaults, 0.5 and 60, would leave an unlucky event waiting a minute).
+OUTBOX_BACKOFF_BASE_S = 0.2
+OUTBOX_BACKOFF_MAX_S = 2.0
+#: How often an idle relay looks for events, seconds.
+OUTBOX_POLL_S = 0.2
+#: The relay must deliver every event within this many seconds after the traffic.
+RELAY_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +105,8 @@ class DemoOptions:
     keep: bool = False
     seed: int | None = None
     progress: bool = True
+    payment_timeout: int = 5
+    data_platform_fail_rate: float = 0.3
 
 
 def _positive_int(text: str) -> int:
@@ -77,14 +123,24 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def parse_args(argv: list[str]) -> DemoOptions:
     """Parse ``flashsale demo`` arguments (``argv`` without the program and command)."""
     parser = argparse.ArgumentParser(
         prog="flashsale demo",
         description=(
             "Run a flash sale against a real Flashsale server on a fresh SQLite database: "
-            "a coupon rush, a limited-edition rush and ordinary shopping, then a report "
-            "and the audit. Exits 1 if anything was wrong."
+            "a coupon rush, a limited-edition rush, and shopping with pay-later orders "
+            "(paid or abandoned), cancellations, cart checkouts and retried requests, "
+            "while the outbox relay delivers events to a data-platform stand-in that "
+            "fails some of them; then a report and the audit. Exits 1 if anything was "
+            "wrong."
         ),
     )
     parser.add_argument("--users", type=_positive_int, default=2000, help="users (default 2000)")
@@ -104,10 +160,25 @@ def parse_args(argv: list[str]) -> DemoOptions:
         "--workers", type=_positive_int, default=2, help="server worker processes (default 2)"
     )
     parser.add_argument(
-        "--keep", action="store_true", help="keep the temporary folder (database, server log)"
+        "--keep",
+        action="store_true",
+        help="keep the temporary folder (databases and logs of the server and the data platform)",
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument(
+        "--payment-timeout",
+        type=_positive_int,
+        default=5,
+        help="seconds to pay a pay-later order before it expires (default 5; raise it on a "
+        "machine so busy that answers take seconds)",
+    )
+    parser.add_argument(
+        "--data-platform-fail-rate",
+        type=_fraction,
+        default=0.3,
+        help="fraction of event deliveries the data-platform stand-in fails (default 0.3)",
+    )
     args = parser.parse_args(argv)
     return DemoOptions(
         users=args.users,
@@ -117,6 +188,8 @@ def parse_args(argv: list[str]) -> DemoOptions:
         keep=args.keep,
         seed=args.seed,
         progress=not args.no_progress,
+        payment_timeout=args.payment_timeout,
+        data_platform_fail_rate=args.data_platform_fail_rate,
     )
 
 
@@ -158,23 +231,33 @@ class _Progress:
             self._bar = None
 
 
+@dataclass(frozen=True)
+class _Endpoints:
+    """Where the demo's processes are: base URLs and the database."""
+
+    server_url: str
+    platform_url: str
+    database_url: str
+    admin_email: str
+    admin_password: str
+
+
 async def _drive(
-    base_url: str,
-    options: DemoOptions,
-    seed: int,
-    admin_email: str,
-    admin_password: str,
-    result: DemoResult,
+    endpoints: _Endpoints, options: DemoOptions, seed: int, result: DemoResult
 ) -> None:
-    """Seed and run the three scenarios against ``base_url``, filling ``result``."""
+    """Seed, run the scenarios against the server, then the end checks; fills ``result``.
+
+    Raises:
+        DemoError: when seeding over HTTP fails.
+    """
     rng = random.Random(seed)
     progress = _Progress(options.progress)
     try:
-        async with api_client(base_url, max_connections=options.concurrency) as api:
+        async with api_client(endpoints.server_url, max_connections=options.concurrency) as api:
             world = await seed_world(
                 api,
-                admin_email=admin_email,
-                admin_password=admin_password,
+                admin_email=endpoints.admin_email,
+                admin_password=endpoints.admin_password,
                 users=options.users,
                 products=CATALOG_PRODUCTS,
                 concurrency=min(options.concurrency, SEED_CONCURRENCY),
@@ -182,10 +265,13 @@ async def _drive(
                 progress=progress.bar,
             )
             result.seed_seconds = world.seconds
+            mark = time.perf_counter()
             result.products = len(world.products)
             result.variants = world.variant_count
             result.coupon_quantity = COUPON_QUANTITY
             result.limited_stock = LIMITED_STOCK
+            result.hold_stock = HOLD_STOCK
+            result.lifecycle = world.lifecycle
 
             rush = await coupon_rush(
                 api, world, concurrency=options.concurrency, rng=rng, progress=progress.bar
@@ -199,34 +285,129 @@ async def _drive(
             result.scenarios.append(limited)
             result.limited_sold = sold
             result.limited_stock_left = stock_left
+            result.phases.append(("rushes", time.perf_counter() - mark))
+            mark = time.perf_counter()
 
-            shop = await shopping(
-                api,
-                world,
-                seconds=options.seconds,
-                concurrency=options.concurrency,
-                rng=rng,
-                progress=progress.bar,
+            # The flash deal is held on a quiet server (the holds land well within the
+            # deadline); its release runs alongside shopping, which fills the wait.
+            hold_stats, held = await hold_flash_deal(
+                api, world, concurrency=options.concurrency, rng=rng
             )
-            result.scenarios.append(shop)
-            progress.close()
-
-            result.units_sold = sum(world.units_by_product.values())
-            result.paid_orders = world.paid_orders
-            result.coupon_orders = world.coupon_orders
-            result.problems.extend(
-                await check_wallets(
-                    api,
-                    world,
-                    sample=WALLET_SAMPLE,
-                    rng=rng,
-                    concurrency=min(options.concurrency, SEED_CONCURRENCY),
+            async with asyncio.TaskGroup() as group:
+                shop = group.create_task(
+                    shopping(
+                        api,
+                        world,
+                        seconds=options.seconds,
+                        concurrency=options.concurrency,
+                        rng=rng,
+                        progress=progress.bar,
+                    )
                 )
-            )
-            result.popular, findings = await fetch_popular(api, world, limit=5)
-            result.problems.extend(findings)
+                release = group.create_task(
+                    release_flash_deal(
+                        api, world, hold_stats, held, concurrency=options.concurrency, rng=rng
+                    )
+                )
+            result.scenarios.extend([shop.result(), release.result()])
+            progress.close()
+            traffic_end = time.perf_counter()
+            result.phases.append(("flash deal + shopping", traffic_end - mark))
+            await _after_traffic(api, world, endpoints, rng, result, traffic_end)
+            result.phases.append(("end checks", time.perf_counter() - traffic_end))
     finally:
         progress.close()
+
+
+async def _after_traffic(
+    api: ApiClient,
+    world: World,
+    endpoints: _Endpoints,
+    rng: random.Random,
+    result: DemoResult,
+    traffic_end: float,
+) -> None:
+    """The end checks: expiries, stock, wallets and ranking while the relay catches up,
+    then the orders, the keys and the stand-in's events against the database."""
+    # No event is written after the traffic: expiry writes none, the checks only read.
+    written = await asyncio.to_thread(outbox_written, endpoints.database_url)
+    async with asyncio.TaskGroup() as group:
+        relay = group.create_task(
+            wait_for_relay(
+                api,
+                endpoints.server_url,
+                endpoints.platform_url,
+                written=written,
+                since=traffic_end,
+                timeout_s=RELAY_TIMEOUT_S,
+            )
+        )
+        group.create_task(_check_service(api, world, rng, result))
+    waited = relay.result()
+
+    snapshot = await asyncio.to_thread(read_store, endpoints.database_url)
+    try:
+        stored = await fetch_stored_events(api, endpoints.platform_url)
+    except RuntimeError as exc:
+        result.problems.append(f"reading the data platform's events: {exc}")
+        stored = []
+    stats = await platform_stats(api, endpoints.platform_url)
+
+    result.units_sold = sum(world.units_by_product.values())
+    result.paid_orders = world.paid_orders
+    result.standing_orders = world.standing_orders
+    result.cancelled_orders = world.cancelled_orders
+    result.coupon_orders = world.coupon_orders
+    result.orders_tracked = len(world.orders)
+    result.orders_stored = len(snapshot.order_statuses)
+
+    platform = result.data_platform
+    assert platform is not None
+    platform.written = snapshot.written
+    platform.by_type = snapshot.by_type
+    platform.delivered = snapshot.written - snapshot.undelivered
+    stored_ids = [str(e.get("event_id")) for e in stored]
+    platform.stored = len(set(stored_ids))
+    # Exactly the outbox's events, each stored once (check_events names any difference).
+    platform.ids_match = platform.stored == len(stored_ids) and set(stored_ids) == set(
+        snapshot.event_ids
+    )
+    platform.attempts = snapshot.attempts
+    platform.max_attempts = snapshot.max_attempts
+    platform.catch_up_s = waited.seconds
+    if stats is not None:
+        platform.received = stats.received
+        platform.injected_failures = stats.failed
+        platform.duplicates = stats.duplicates
+    if waited.seconds is None:
+        got = "?" if waited.stats is None else f"{waited.stats.stored:,}"
+        result.problems.append(
+            f"the relay did not deliver every event within {RELAY_TIMEOUT_S:g} s after the "
+            f"traffic (backlog {waited.backlog}, the data platform stores {got} of {written:,})"
+        )
+    if snapshot.written != written:
+        result.problems.append(
+            f"{snapshot.written - written} outbox events were written after the traffic stopped"
+        )
+    result.problems.extend(check_events(snapshot, stored, stats, world))
+    result.problems.extend(check_orders(snapshot, world))
+    result.problems.extend(check_keys(snapshot, world.keyed))
+
+
+async def _check_service(
+    api: ApiClient, world: World, rng: random.Random, result: DemoResult
+) -> None:
+    """What the service serves must match the demo's account: every abandoned order
+    EXPIRED (waiting out the deadline), every variant's stock, the wallets, the ranking."""
+    result.problems.extend(await check_expiries(api, world, concurrency=CHECK_CONCURRENCY))
+    result.problems.extend(await check_stock(api, world, concurrency=CHECK_CONCURRENCY))
+    checked, findings = await check_wallets(
+        api, world, sample=WALLET_SAMPLE, rng=rng, concurrency=CHECK_CONCURRENCY
+    )
+    result.wallets_checked = checked
+    result.problems.extend(findings)
+    result.popular, findings = await fetch_popular(api, world, limit=5)
+    result.problems.extend(findings)
 
 
 def _judge(result: DemoResult) -> None:
@@ -248,17 +429,61 @@ def _judge(result: DemoResult) -> None:
             f"limited edition stock is {result.limited_stock_left} after the rush, "
             f"expected {LIMITED_STOCK - expected_sold}"
         )
+    life = result.lifecycle
+    if life is not None:
+        if life.replays != life.retries:
+            result.problems.append(
+                f"{life.retries - life.replays} of {life.retries} retried requests were not "
+                "answered by a replay"
+            )
+        if life.hold_units != HOLD_STOCK or life.hold_resold != HOLD_STOCK:
+            result.problems.append(
+                f"flash deal: {life.hold_units} units held and {life.hold_resold} resold, "
+                f"expected {HOLD_STOCK} each"
+            )
+        if life.hold_units and not life.hold_checked:
+            # Not a failure of the service: the holds took longer than the deadline.
+            result.warnings.append(
+                "flash deal: the first hold expired before the stock and a probe order "
+                "could be checked; raise --payment-timeout on a busy machine"
+            )
     if result.audit is None:
         result.problems.append("the audit did not run")
     elif not result.audit.ok:
         result.problems.append(f"the audit failed {len(result.audit.failures)} checks")
 
 
-def _audit(database_url: str) -> AuditLike:
+def _audit(database_url: str, service_urls: Sequence[str]) -> AuditLike:
     from flashsale.audit import run_audit
 
-    audit: AuditLike = run_audit(database_url)
+    audit: AuditLike = run_audit(database_url, service_urls)
     return audit
+
+
+def _server_env(events_url: str, options: DemoOptions) -> dict[str, str]:
+    """The server settings of the demo on top of :class:`SqliteServerEnv`'s."""
+    return {
+        "FLASHSALE_DATA_PLATFORM_URL": events_url,
+        "FLASHSALE_ORDER_PAYMENT_TIMEOUT_S": str(options.payment_timeout),
+        "FLASHSALE_ORDER_EXPIRY_SWEEP_S": str(EXPIRY_SWEEP_S),
+        "FLASHSALE_OUTBOX_POLL_S": str(OUTBOX_POLL_S),
+        "FLASHSALE_OUTBOX_BACKOFF_BASE_S": str(OUTBOX_BACKOFF_BASE_S),
+        "FLASHSALE_OUTBOX_BACKOFF_MAX_S": str(OUTBOX_BACKOFF_MAX_S),
+    }
+
+
+def _log_errors(*logs: Path) -> list[str]:
+    """A finding per log that shows an unhandled error (a Python traceback)."""
+    findings = []
+    for path in logs:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if "Traceback" in text:
+            excerpt = text[text.index("Traceback") :].splitlines()[:12]
+            findings.append(f"{path.name} shows an unhandled error:\n    " + "\n    ".join(excerpt))
+    return findings
 
 
 @contextmanager
@@ -268,7 +493,11 @@ def _workdir(keep: bool) -> Iterator[Path]:
         yield path
     finally:
         if keep:
-            print(f"Kept {path} (database flashsale.db, server log server.log)", file=sys.stderr)
+            print(
+                f"Kept {path} (database flashsale.db, server.log, data-platform.db, "
+                "data-platform.log)",
+                file=sys.stderr,
+            )
         else:
             shutil.rmtree(path, ignore_errors=True)
 
@@ -276,8 +505,10 @@ def _workdir(keep: bool) -> Iterator[Path]:
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run the whole demo and return its result (the report is not printed).
 
+    The data platform and the server are stopped before this returns or raises.
+
     Raises:
-        ServerError: when the server cannot be started.
+        ServerError: when the server or the data platform cannot be started.
         DemoError: when seeding over HTTP fails.
     """
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
@@ -287,34 +518,71 @@ def run_demo(options: DemoOptions) -> DemoResult:
         workers=options.workers,
         seconds=options.seconds,
         seed=seed,
+        payment_timeout=options.payment_timeout,
+        data_platform=DataPlatformResult(fail_rate=options.data_platform_fail_rate),
     )
-    with _workdir(options.keep) as workdir:
-        cfg = SqliteServerEnv.in_folder(workdir)
-        server = ServerProcess(
-            cfg.env, workers=options.workers, log_path=workdir / "server.log", startup_timeout=60.0
-        )
+    with _workdir(options.keep) as workdir, ExitStack() as children:
         started = time.perf_counter()
-        with server:
-            asyncio.run(
-                _drive(server.base_url, options, seed, cfg.admin_email, cfg.admin_password, result)
+        # Before the server: its relay posts events from the first paid order on.
+        platform = children.enter_context(
+            DataPlatformProcess(
+                workdir / "data-platform.db",
+                fail_rate=options.data_platform_fail_rate,
+                seed=seed,
+                log_path=workdir / "data-platform.log",
             )
-            # At rest, with the server still up: the ranking check compares what it serves.
-            result.audit = _audit(cfg.database_url)
-            result.total_seconds = time.perf_counter() - started
-        _judge(result)
+        )
+        cfg = SqliteServerEnv.in_folder(
+            workdir, extra_env=_server_env(platform.events_url, options)
+        )
+        server = children.enter_context(
+            ServerProcess(
+                cfg.env,
+                workers=options.workers,
+                log_path=workdir / "server.log",
+                startup_timeout=60.0,
+            )
+        )
+        endpoints = _Endpoints(
+            server_url=server.base_url,
+            platform_url=platform.base_url,
+            database_url=cfg.database_url,
+            admin_email=cfg.admin_email,
+            admin_password=cfg.admin_password,
+        )
+        result.phases.append(("start", time.perf_counter() - started))
+        asyncio.run(_drive(endpoints, options, seed, result))
+        result.phases.insert(1, ("seeding", result.seed_seconds))
+        mark = time.perf_counter()
+        # At rest, with the server still up: invariant 5 compares what it serves.
+        result.audit = _audit(cfg.database_url, [server.base_url])
+        result.phases.append(("audit", time.perf_counter() - mark))
+        result.total_seconds = time.perf_counter() - started
+        children.close()  # stop both, so that their logs are complete
+        result.problems.extend(_log_errors(server.log_path, platform.log_path))
+    _judge(result)
     return result
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM handler: unwind like Ctrl-C, so that the child processes are stopped."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
-    """Entry point of ``flashsale demo``; returns the exit code (0 pass, 1 fail, 130 Ctrl-C)."""
+    """Entry point of ``flashsale demo``; returns the exit code (0 pass, 1 fail, 130
+    interrupted by Ctrl-C or SIGTERM)."""
     options = parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_demo(options)
     except KeyboardInterrupt:
-        print("\nInterrupted: the server was stopped.", file=sys.stderr)
+        print("\nInterrupted: the server and the data platform were stopped.", file=sys.stderr)
         return 130
     except (ServerError, DemoError) as exc:
         print(f"flashsale demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(format_report(result), flush=True)
     return 0 if result.ok else 1

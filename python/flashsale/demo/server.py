@@ -1,9 +1,11 @@
-"""Run the real Flashsale service as a child process (for the demo and the e2e tests).
+"""Run the real Flashsale service and the data-platform stand-in as child processes.
 
-:class:`ServerProcess` starts ``python -m flashsale serve`` on a free localhost port in
-its own process group, waits until ``GET /healthz`` answers 200, and on exit stops the
-whole group (SIGTERM, then SIGKILL after a grace period) so that no uvicorn worker is
-left behind.
+:class:`ServerProcess` starts ``python -m flashsale serve`` (the demo and the e2e tests)
+and :class:`DataPlatformProcess` ``python -m flashsale data-platform`` (the demo's
+receiver of outbox events). Each runs on a free localhost port in its own process
+group; ``start`` waits until ``GET /healthz`` answers 200, and ``stop`` stops the whole
+group (SIGTERM, then SIGKILL after a grace period) so that no uvicorn worker is left
+behind.
 """
 
 from __future__ import annotations
@@ -25,14 +27,21 @@ from typing import IO, Self
 
 import httpx
 
-__all__ = ["ServerError", "ServerProcess", "free_port"]
+__all__ = [
+    "DataPlatformProcess",
+    "ServerError",
+    "ServerProcess",
+    "SqliteServerEnv",
+    "free_port",
+]
 
 #: How many lines of the server log a start-up failure quotes.
 _LOG_TAIL_LINES = 40
 
 
 class ServerError(RuntimeError):
-    """The server could not be started (it exited, or never became healthy)."""
+    """A child service (the server or the data platform) could not be started: it
+    exited, or never became healthy."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -58,7 +67,8 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
 @dataclass(frozen=True)
 class SqliteServerEnv:
     """Environment of a throw-away server on a SQLite file: a random JWT secret, an admin
-    bootstrapped at start (``admin_email`` / ``admin_password``) and bcrypt cost 4."""
+    bootstrapped at start (``admin_email`` / ``admin_password``) and bcrypt cost 4, plus
+    any ``extra_env`` (e.g. ``FLASHSALE_DATA_PLATFORM_URL``)."""
 
     database_url: str
     admin_email: str
@@ -66,8 +76,11 @@ class SqliteServerEnv:
     env: dict[str, str]
 
     @classmethod
-    def in_folder(cls, folder: Path) -> SqliteServerEnv:
-        """Settings for a database file ``folder/flashsale.db``."""
+    def in_folder(
+        cls, folder: Path, *, extra_env: Mapping[str, str] | None = None
+    ) -> SqliteServerEnv:
+        """Settings for a database file ``folder/flashsale.db``; ``extra_env`` is merged
+        over the defaults."""
         database_url = f"sqlite:///{folder / 'flashsale.db'}"
         admin_email = "admin@example.com"
         admin_password = f"Adm1n-{secrets.token_urlsafe(12)}"
@@ -77,55 +90,40 @@ class SqliteServerEnv:
             "FLASHSALE_ADMIN_EMAIL": admin_email,
             "FLASHSALE_ADMIN_PASSWORD": admin_password,
             "FLASHSALE_PASSWORD_HASH_COST": "4",
+            **(extra_env or {}),
         }
         return cls(database_url, admin_email, admin_password, env)
 
 
-class ServerProcess:
-    """``python -m flashsale serve`` in a child process group, as a context manager.
+class _ChildService:
+    """A ``python -m flashsale <command>`` HTTP service in a child process group.
 
-    Example::
-
-        with ServerProcess({"FLASHSALE_DATABASE_URL": url}, workers=2) as server:
-            httpx.get(f"{server.base_url}/healthz")
-
-    Args:
-        env: variables merged over ``os.environ`` for the child (e.g. ``FLASHSALE_*``).
-        workers: uvicorn worker processes (``--workers``).
-        host: interface to bind; the port is picked free on it.
-        log_path: file that receives the server's stdout and stderr (appended); by
-            default a new temporary file, kept after stop so it can be read.
-        startup_timeout: seconds to wait for ``/healthz`` before giving up.
-        stop_timeout: seconds between SIGTERM and SIGKILL on stop.
-        cwd: working directory of the child (default: the current one).
-
-    Raises:
-        ServerError: from :meth:`start` when the process exits before it is healthy
-            or is not healthy within ``startup_timeout``; the message ends with the
-            tail of the log.
+    Subclasses give the command line (:meth:`_command`) and a name for messages. See
+    :class:`ServerProcess` for the arguments and the lifecycle.
     """
+
+    #: How messages name the service ("the server", "the data platform").
+    _what = "the service"
+    #: Prefix of the default temporary log file.
+    _log_prefix = "flashsale-service-"
 
     def __init__(
         self,
         env: Mapping[str, str] | None = None,
         *,
-        workers: int = 2,
         host: str = "127.0.0.1",
         log_path: Path | str | None = None,
         startup_timeout: float = 60.0,
         stop_timeout: float = 15.0,
         cwd: Path | str | None = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError("workers must be >= 1")
         self.env: dict[str, str] = dict(env or {})
-        self.workers = workers
         self.host = host
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.cwd = Path(cwd) if cwd is not None else None
         if log_path is None:
-            fd, name = tempfile.mkstemp(prefix="flashsale-server-", suffix=".log")
+            fd, name = tempfile.mkstemp(prefix=self._log_prefix, suffix=".log")
             os.close(fd)
             log_path = name
         self.log_path = Path(log_path)
@@ -134,38 +132,42 @@ class ServerProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
+    def _command(self) -> list[str]:
+        """The arguments after ``python -m flashsale`` (``self.port`` is already picked)."""
+        raise NotImplementedError
+
     # -- properties -------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the running server (no trailing slash, no API prefix)."""
+        """``http://host:port`` of the running service (no trailing slash, no API prefix)."""
         if self.port is None:
-            raise ServerError("the server is not started")
+            raise ServerError(f"{self._what} is not started")
         return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
-        """Process id of the server's main process (also its process group id)."""
+        """Process id of the service's main process (also its process group id)."""
         if self._proc is None:
-            raise ServerError("the server is not started")
+            raise ServerError(f"{self._what} is not started")
         return self._proc.pid
 
     @property
     def running(self) -> bool:
-        """True while the main server process is alive."""
+        """True while the main process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        """The last ``lines`` lines of the server log."""
+        """The last ``lines`` lines of the log."""
         return _log_tail(self.log_path, lines)
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
-        """Start the server and block until ``GET /healthz`` answers 200.
+        """Start the service and block until ``GET /healthz`` answers 200.
 
         Retries a few times on a new port when the picked port was taken meanwhile.
         """
         if self._proc is not None:
-            raise ServerError("the server is already started")
+            raise ServerError(f"{self._what} is already started")
         attempts = 3
         for attempt in range(1, attempts + 1):
             self._spawn()
@@ -174,7 +176,7 @@ class ServerProcess:
                 return
             except BaseException as exc:
                 if not isinstance(exc, ServerError):
-                    # Ctrl-C (or any error) while waiting: leave no server behind.
+                    # Ctrl-C (or any error) while waiting: leave no process behind.
                     self.stop()
                     raise
                 tail = self.log_tail()
@@ -187,18 +189,7 @@ class ServerProcess:
     def _spawn(self) -> None:
         self.port = free_port(self.host)
         self.returncode = None
-        cmd = [
-            sys.executable,
-            "-m",
-            "flashsale",
-            "serve",
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-        ]
+        cmd = [sys.executable, "-m", "flashsale", *self._command()]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
@@ -229,7 +220,7 @@ class ServerProcess:
             while True:
                 code = self._proc.poll()
                 if code is not None:
-                    raise ServerError(f"the server exited with code {code} before it was healthy")
+                    raise ServerError(f"{self._what} exited with code {code} before it was healthy")
                 try:
                     if client.get(url).status_code == 200:
                         return
@@ -237,12 +228,12 @@ class ServerProcess:
                     pass
                 if time.monotonic() > deadline:
                     raise ServerError(
-                        f"the server was not healthy within {self.startup_timeout:.0f} s ({url})"
+                        f"{self._what} was not healthy within {self.startup_timeout:.0f} s ({url})"
                     )
                 time.sleep(0.1)
 
     def _signal_group(self, sig: signal.Signals) -> bool:
-        """Send ``sig`` to the server's process group; False when the group is gone."""
+        """Send ``sig`` to the process group; False when the group is gone."""
         assert self._proc is not None
         try:
             os.killpg(self._proc.pid, sig)
@@ -259,7 +250,7 @@ class ServerProcess:
         return True
 
     def stop(self) -> int | None:
-        """Stop the server's process group: SIGTERM, then SIGKILL after ``stop_timeout`` s.
+        """Stop the process group: SIGTERM, then SIGKILL after ``stop_timeout`` s.
 
         Idempotent. Returns the main process's exit code (negative: killed by that
         signal), or None when it was never started.
@@ -306,3 +297,146 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ServerProcess(_ChildService):
+    """``python -m flashsale serve`` in a child process group, as a context manager.
+
+    Example::
+
+        with ServerProcess({"FLASHSALE_DATABASE_URL": url}, workers=2) as server:
+            httpx.get(f"{server.base_url}/healthz")
+
+    Args:
+        env: variables merged over ``os.environ`` for the child (e.g. ``FLASHSALE_*``).
+        workers: uvicorn worker processes (``--workers``).
+        host: interface to bind; the port is picked free on it.
+        log_path: file that receives the server's stdout and stderr (appended); by
+            default a new temporary file, kept after stop so it can be read.
+        startup_timeout: seconds to wait for ``/healthz`` before giving up.
+        stop_timeout: seconds between SIGTERM and SIGKILL on stop.
+        cwd: working directory of the child (default: the current one).
+
+    Raises:
+        ValueError: ``workers`` < 1.
+        ServerError: from :meth:`start` when the process exits before it is healthy
+            or is not healthy within ``startup_timeout``; the message ends with the
+            tail of the log.
+    """
+
+    _what = "the server"
+    _log_prefix = "flashsale-server-"
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        workers: int = 2,
+        host: str = "127.0.0.1",
+        log_path: Path | str | None = None,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+        cwd: Path | str | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.workers = workers
+        super().__init__(
+            env,
+            host=host,
+            log_path=log_path,
+            startup_timeout=startup_timeout,
+            stop_timeout=stop_timeout,
+            cwd=cwd,
+        )
+
+    def _command(self) -> list[str]:
+        return [
+            "serve",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+        ]
+
+
+class DataPlatformProcess(_ChildService):
+    """``python -m flashsale data-platform`` (the stand-in receiver of outbox events) in a
+    child process group, as a context manager.
+
+    Example::
+
+        with DataPlatformProcess(folder / "data-platform.db", fail_rate=0.3) as platform:
+            env = {"FLASHSALE_DATA_PLATFORM_URL": platform.events_url}
+
+    Args:
+        database: the stand-in's SQLite file (created if missing).
+        fail_rate: fraction of posts answered 503, in [0, 1] (``--fail-rate``).
+        latency_ms: milliseconds each post waits first (``--latency-ms``).
+        seed: seed of the failure draws (``--seed``; None: unpredictable).
+        env, host, log_path, startup_timeout, stop_timeout, cwd: as for
+            :class:`ServerProcess`.
+
+    Raises:
+        ValueError: ``fail_rate`` outside [0, 1] or ``latency_ms`` < 0.
+        ServerError: from :meth:`start`, as for :class:`ServerProcess`.
+    """
+
+    _what = "the data platform"
+    _log_prefix = "flashsale-data-platform-"
+
+    def __init__(
+        self,
+        database: Path | str,
+        *,
+        fail_rate: float = 0.0,
+        latency_ms: int = 0,
+        seed: int | None = None,
+        env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        log_path: Path | str | None = None,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+        cwd: Path | str | None = None,
+    ) -> None:
+        if not 0.0 <= fail_rate <= 1.0:
+            raise ValueError(f"fail_rate must be in [0, 1], got {fail_rate}")
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+        self.database = Path(database)
+        self.fail_rate = fail_rate
+        self.latency_ms = latency_ms
+        self.seed = seed
+        super().__init__(
+            env,
+            host=host,
+            log_path=log_path,
+            startup_timeout=startup_timeout,
+            stop_timeout=stop_timeout,
+            cwd=cwd,
+        )
+
+    @property
+    def events_url(self) -> str:
+        """The events endpoint, the value of ``FLASHSALE_DATA_PLATFORM_URL``."""
+        return f"{self.base_url}/events"
+
+    def _command(self) -> list[str]:
+        cmd = [
+            "data-platform",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--database",
+            str(self.database),
+            "--fail-rate",
+            repr(self.fail_rate),
+            "--latency-ms",
+            str(self.latency_ms),
+        ]
+        if self.seed is not None:
+            cmd += ["--seed", str(self.seed)]
+        return cmd
