@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     #: bcrypt cost (log2 rounds); lower it for tests and demos with thousands of users.
     password_hash_cost: int = Field(default=12, ge=4, le=16)
+    #: FastAPI's native OpenTelemetry (traces, metrics, logs to the global providers).
+    opentelemetry: bool = False
     db_pool_size: int = Field(default=8, ge=1, le=100)
     db_busy_timeout_ms: int = Field(default=30_000, ge=0)
     #: Log lines as plain text or JSON objects (each with its request id).

@@ -154,7 +154,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stop_tasks(stop, tasks, grace_s=10.0)
             await state.db.dispose()
 
-    app = FastAPI(title="Flashsale", version=__version__, lifespan=lifespan)
+    # FastAPI's native OpenTelemetry checks for global providers on every request;
+    # the service exports Prometheus metrics instead, so it is off unless asked for.
+    otel = settings.opentelemetry
+    app = FastAPI(
+        title="Flashsale",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry={"tracing": otel, "metrics": otel, "logs": otel},
+    )
     app.add_exception_handler(FlashsaleError, _flashsale_error)
     app.add_exception_handler(IdempotentReplay, _replay)
     app.add_exception_handler(RequestValidationError, _validation_error)
