@@ -9,10 +9,8 @@ with an ``httpx.AsyncClient`` under ``/api/v1``, an admin and the helpers of
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,30 +19,10 @@ import pytest
 from flashsale.api.app import create_app
 from flashsale.api.state import AppState
 from flashsale.auth.service import ensure_admin
-from flashsale.db.migrate import upgrade
 from flashsale.db.session import transaction
 from flashsale.settings import Settings
 
 from .support import ADMIN_EMAIL, ADMIN_PASSWORD, Api, StartApp, User
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "flashsale.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def db_url(template_db: Path, tmp_path: Path) -> str:
-    path = tmp_path / "flashsale.db"
-    shutil.copyfile(template_db, path)
-    return f"sqlite:///{path}"
 
 
 @pytest.fixture

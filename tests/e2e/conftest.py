@@ -243,12 +243,6 @@ class LiveServer:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """Run the async e2e tests on asyncio (the demo's own loop)."""
-    return "asyncio"
-
-
-@pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A server with 2 workers on ``tmp_path/flashsale.db`` (bcrypt cost 4); stopped after.
 

@@ -8,7 +8,6 @@ relay is tested without the order service.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,29 +18,9 @@ from fastapi import FastAPI
 
 from flashsale.data_platform import create_app
 from flashsale.db.engine import Database
-from flashsale.db.migrate import upgrade
 from flashsale.settings import Settings
 
 from .support import FAST, PLATFORM_URL
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "flashsale.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def db_url(template_db: Path, tmp_path: Path) -> str:
-    path = tmp_path / "flashsale.db"
-    shutil.copyfile(template_db, path)
-    return f"sqlite:///{path}"
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flashsale import CouponGate, IssueResult, SlidingWindowRanking, StockPool
+from flashsale.bench import print_columns
 
 TARGET_RESERVE_PER_THREAD = 2_000_000
 TARGET_RECORD_MANY = 10_000_000
@@ -397,14 +398,7 @@ def print_table(rows: list[Row]) -> None:
             ratio = f"{r.cpp / r.python:,.1f}x"
         python = "-" if r.python is None else format_rate(r.python, r.unit)
         table.append((r.what, str(r.threads), format_rate(r.cpp, r.unit), python, ratio, r.unit))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        print("  ".join(cells))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_columns(table)
 
 
 def build_parser() -> argparse.ArgumentParser:

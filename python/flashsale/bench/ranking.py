@@ -34,6 +34,7 @@ import pandas as pd
 from flashsale import SlidingWindowRanking
 from flashsale.analysis import rolling_top, rolling_top_reference, sale_events
 from flashsale.analysis.frames import SALES_COLUMNS, astype
+from flashsale.bench import print_columns
 
 TARGET_S = 5.0
 START = pd.Timestamp("2026-11-01", tz="UTC")
@@ -172,15 +173,8 @@ def print_table(results: list[Result], events: int) -> None:
                 "yes" if r.same else "NO",
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print(f"rolling top-{K} over {events:,} sale events")
-    for i, row in enumerate(table):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        print("  ".join(cells))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_columns(table)
 
 
 def build_parser() -> argparse.ArgumentParser:
