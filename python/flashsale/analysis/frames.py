@@ -37,7 +37,7 @@ They never write.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from pandas.api.types import pandas_dtype
@@ -92,6 +92,16 @@ def astype(values: pd.Series, dtype: str) -> pd.Series:
 def empty_sales() -> pd.DataFrame:
     """A sales frame with no rows (the schema of the module docstring)."""
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in SALES_COLUMNS.items()})
+
+
+def _read_sql(database_url: str, stmt: Any) -> pd.DataFrame:
+    """Run one read-only ``stmt`` on ``database_url`` into a DataFrame (engine disposed after)."""
+    engine = make_sync_engine(database_url, immediate=False)
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql(stmt, conn)
+    finally:
+        engine.dispose()
 
 
 def _typed(raw: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
@@ -202,12 +212,7 @@ def load_sales(
     stmt = _sales_select(
         None if lo is None else lo.to_pydatetime(), None if hi is None else hi.to_pydatetime()
     )
-    engine = make_sync_engine(database_url, immediate=False)
-    try:
-        with engine.connect() as conn:
-            raw = pd.read_sql(stmt, conn)
-    finally:
-        engine.dispose()
+    raw = _read_sql(database_url, stmt)
     if raw.empty:
         return empty_sales()
 
@@ -290,12 +295,7 @@ def load_products(database_url: str) -> pd.DataFrame:
         )
         .order_by(products.c.id)
     )
-    engine = make_sync_engine(database_url, immediate=False)
-    try:
-        with engine.connect() as conn:
-            raw = pd.read_sql(stmt, conn)
-    finally:
-        engine.dispose()
+    raw = _read_sql(database_url, stmt)
     return _typed(raw, PRODUCT_COLUMNS)
 
 
@@ -353,10 +353,5 @@ def load_orders(database_url: str) -> pd.DataFrame:
         .outerjoin(user_coupons, user_coupons.c.id == orders.c.user_coupon_id)
         .order_by(orders.c.id)
     )
-    engine = make_sync_engine(database_url, immediate=False)
-    try:
-        with engine.connect() as conn:
-            raw = pd.read_sql(stmt, conn)
-    finally:
-        engine.dispose()
+    raw = _read_sql(database_url, stmt)
     return _typed(raw, ORDER_COLUMNS)
