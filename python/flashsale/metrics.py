@@ -35,6 +35,8 @@ from prometheus_client import (
 
 __all__ = [
     "COUPON_ISSUES",
+    "DB_RETRIES",
+    "DB_TRANSACTIONS",
     "GATE_REJECTIONS",
     "LATENCY_BUCKETS",
     "MULTIPROC_DIR_ENV",
@@ -89,6 +91,22 @@ GATE_REJECTIONS = Counter(
 """Labels: ``gate`` (``stock``, ``coupon``), ``reason`` (``out_of_stock``, ``contended``,
 ``sold_out``, ``already_issued``)."""
 
+DB_TRANSACTIONS = Counter(
+    "flashsale_db_transactions_total",
+    "Database transactions ended by this service, by outcome (commit or rollback).",
+    ("outcome",),
+)
+"""Label ``outcome``: ``commit`` (a write transaction) or ``rollback`` (a read-only
+transaction ending, or a refused write). Divided by paid orders it gives the database
+transactions per successful order."""
+
+DB_RETRIES = Counter(
+    "flashsale_db_retries_total",
+    "Transactions re-run after PostgreSQL aborted them (deadlock or serialization failure).",
+    ("sqlstate",),
+)
+"""Label ``sqlstate``: ``40P01`` (deadlock detected) or ``40001`` (serialization failure)."""
+
 # Series that exist from start-up with 0, so that rate() and absence alerts work
 # before the first event of each kind.
 for _outcome in ("paid", "pending", "out_of_stock", "insufficient_balance"):
@@ -101,6 +119,8 @@ for _gate, _reason in (
     ("coupon", "already_issued"),
 ):
     GATE_REJECTIONS.labels(gate=_gate, reason=_reason)
+for _outcome in ("commit", "rollback"):
+    DB_TRANSACTIONS.labels(outcome=_outcome)
 
 
 def observe_order(outcome: str) -> None:

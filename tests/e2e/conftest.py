@@ -1,4 +1,4 @@
-"""End-to-end fixtures: a real ``flashsale serve`` (2 workers) on a fresh SQLite file per test.
+"""End-to-end fixtures: a real ``flashsale serve`` (2 workers) on a fresh database per test.
 
 The ``live_server`` fixture yields a :class:`LiveServer` that also carries the shared
 helpers: an HTTP client under ``/api/v1``, the admin's bearer header, seeding users
@@ -26,7 +26,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from flashsale.demo.server import ServerProcess, SqliteServerEnv
+from flashsale.demo.server import ServerEnv, ServerProcess
 
 API_PREFIX = "/api/v1"
 PASSWORD = "Passw0rd!"
@@ -69,7 +69,7 @@ class LiveServer:
 
     Attributes:
         process: the :class:`ServerProcess`.
-        database_url: ``sqlite:///<tmp_path>/flashsale.db``.
+        database_url: the test's database (``db_url``: SQLite file or PostgreSQL).
         admin_email / admin_password: the admin bootstrapped at start.
     """
 
@@ -243,12 +243,13 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    """A server with 2 workers on ``tmp_path/flashsale.db`` (bcrypt cost 4); stopped after.
+def live_server(db_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A server with 2 workers on the test's database (``db_url``, bcrypt cost 4); stopped
+    after.
 
     Fails the test at teardown when the server log shows a traceback.
     """
-    cfg = SqliteServerEnv.in_folder(tmp_path)
+    cfg = ServerEnv.for_database(db_url)
     log_path = tmp_path / "server.log"
     with ServerProcess(cfg.env, workers=2, log_path=log_path) as process:
         yield LiveServer(process, cfg.database_url, cfg.admin_email, cfg.admin_password)
@@ -276,13 +277,13 @@ class ServerFactory:
     them fails the test at teardown, as with ``live_server``.
     """
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, database_url: str, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.servers: list[LiveServer] = []
-        self._cfg = SqliteServerEnv.in_folder(tmp_path)
+        self._cfg = ServerEnv.for_database(database_url)
 
     def start(self, env: Mapping[str, str] | None = None, *, workers: int = 2) -> LiveServer:
-        """A new server on ``tmp_path/flashsale.db`` with ``env`` (``FLASHSALE_*``) added.
+        """A new server on the factory's database with ``env`` (``FLASHSALE_*``) added.
 
         Every server of one factory shares the database, the JWT secret and the admin:
         a server started after another one stopped (or was killed) takes over its data,
@@ -308,10 +309,21 @@ class ServerFactory:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+def server_factory(db_url: str, tmp_path: Path) -> Iterator[ServerFactory]:
     """A :class:`ServerFactory` on ``tmp_path``: for servers with extra settings, or several
     servers one after another on the same database (e.g. a restart after a crash)."""
-    factory = ServerFactory(tmp_path)
+    factory = ServerFactory(db_url, tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture
+def postgres_servers(postgres_url: str, tmp_path: Path) -> Iterator[ServerFactory]:
+    """A :class:`ServerFactory` on a fresh PostgreSQL database whatever the test backend:
+    for the proofs that need several instances sharing one database."""
+    factory = ServerFactory(postgres_url, tmp_path)
     try:
         yield factory
     finally:

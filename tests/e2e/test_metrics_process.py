@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from flashsale.demo.server import ServerProcess, SqliteServerEnv
+from flashsale.demo.server import ServerEnv, ServerProcess
 
 pytestmark = [pytest.mark.e2e]
 
@@ -54,7 +54,7 @@ def per_worker_counts(folder: Path, scratch: Path) -> dict[str, int]:
 
 
 def test_metrics_count_the_requests_of_every_worker(tmp_path: Path) -> None:
-    cfg = SqliteServerEnv.in_folder(tmp_path)
+    cfg = ServerEnv.in_folder(tmp_path)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from starlette.types import Receive, Scope, Send
 
@@ -251,6 +251,11 @@ async def test_two_relays_claim_disjoint_events(
     settings = make_settings(outbox_batch_size=5)
     # A second engine pair on the same file: as another process would be.
     other_db = Database.from_settings(settings)
+    # Both relays connected before the race: a first connection (PostgreSQL's
+    # handshake and type introspection) would otherwise hand the whole backlog to one.
+    for database in (db, other_db):
+        async with database.read_session() as session:
+            await session.execute(text("SELECT 1"))
     delivered: dict[str, int] = {}
 
     async def relay_loop(name: str, database: Database) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from flashsale.metrics import DB_TRANSACTIONS
 from flashsale.settings import Settings
 
 
@@ -92,6 +93,20 @@ def make_sync_engine(url: str, *, immediate: bool = True, busy_timeout_ms: int =
     return engine
 
 
+def _count_transactions(engine: Engine) -> None:
+    """Count every transaction's end in ``flashsale_db_transactions_total``."""
+    commits = DB_TRANSACTIONS.labels(outcome="commit")
+    rollbacks = DB_TRANSACTIONS.labels(outcome="rollback")
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(_conn: Any) -> None:
+        commits.inc()
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(_conn: Any) -> None:
+        rollbacks.inc()
+
+
 @dataclass
 class Database:
     """The async engines of one process: ``write`` for transactions that change data
@@ -124,6 +139,8 @@ class Database:
             )
         else:
             write = read = create_async_engine(url, **kwargs)
+        for engine in {write, read}:
+            _count_transactions(engine.sync_engine)
         return cls(
             write_engine=write,
             read_engine=read,

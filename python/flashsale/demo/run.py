@@ -63,9 +63,9 @@ from flashsale.demo.scenarios import (
 )
 from flashsale.demo.server import (
     DataPlatformProcess,
+    ServerEnv,
     ServerError,
     ServerProcess,
-    SqliteServerEnv,
 )
 from flashsale.demo.world import World
 
@@ -461,7 +461,7 @@ def _audit(database_url: str, service_urls: Sequence[str]) -> AuditLike:
 
 
 def _server_env(events_url: str, options: DemoOptions) -> dict[str, str]:
-    """The server settings of the demo on top of :class:`SqliteServerEnv`'s."""
+    """The server settings of the demo on top of :class:`ServerEnv`'s."""
     return {
         "FLASHSALE_DATA_PLATFORM_URL": events_url,
         "FLASHSALE_ORDER_PAYMENT_TIMEOUT_S": str(options.payment_timeout),
@@ -532,9 +532,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
                 log_path=workdir / "data-platform.log",
             )
         )
-        cfg = SqliteServerEnv.in_folder(
-            workdir, extra_env=_server_env(platform.events_url, options)
-        )
+        cfg = ServerEnv.in_folder(workdir, extra_env=_server_env(platform.events_url, options))
         server = children.enter_context(
             ServerProcess(
                 cfg.env,

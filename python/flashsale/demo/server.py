@@ -29,9 +29,9 @@ import httpx
 
 __all__ = [
     "DataPlatformProcess",
+    "ServerEnv",
     "ServerError",
     "ServerProcess",
-    "SqliteServerEnv",
     "free_port",
 ]
 
@@ -65,10 +65,14 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
 
 
 @dataclass(frozen=True)
-class SqliteServerEnv:
-    """Environment of a throw-away server on a SQLite file: a random JWT secret, an admin
+class ServerEnv:
+    """Environment of a throw-away server: its database, a random JWT secret, an admin
     bootstrapped at start (``admin_email`` / ``admin_password``) and bcrypt cost 4, plus
-    any ``extra_env`` (e.g. ``FLASHSALE_DATA_PLATFORM_URL``)."""
+    any ``extra_env`` (e.g. ``FLASHSALE_DATA_PLATFORM_URL``).
+
+    Several servers started with the same :class:`ServerEnv` behave as one shop: same
+    database, same JWT secret (a token from one is valid on the others), same admin.
+    """
 
     database_url: str
     admin_email: str
@@ -76,12 +80,11 @@ class SqliteServerEnv:
     env: dict[str, str]
 
     @classmethod
-    def in_folder(
-        cls, folder: Path, *, extra_env: Mapping[str, str] | None = None
-    ) -> SqliteServerEnv:
-        """Settings for a database file ``folder/flashsale.db``; ``extra_env`` is merged
+    def for_database(
+        cls, database_url: str, *, extra_env: Mapping[str, str] | None = None
+    ) -> ServerEnv:
+        """Settings for ``database_url`` (SQLite or PostgreSQL); ``extra_env`` is merged
         over the defaults."""
-        database_url = f"sqlite:///{folder / 'flashsale.db'}"
         admin_email = "admin@example.com"
         admin_password = f"Adm1n-{secrets.token_urlsafe(12)}"
         env = {
@@ -93,6 +96,11 @@ class SqliteServerEnv:
             **(extra_env or {}),
         }
         return cls(database_url, admin_email, admin_password, env)
+
+    @classmethod
+    def in_folder(cls, folder: Path, *, extra_env: Mapping[str, str] | None = None) -> ServerEnv:
+        """Settings for a SQLite file ``folder/flashsale.db`` (the embedded default)."""
+        return cls.for_database(f"sqlite:///{folder / 'flashsale.db'}", extra_env=extra_env)
 
 
 class _ChildService:

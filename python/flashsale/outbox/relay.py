@@ -64,7 +64,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import httpx
 from prometheus_client import Counter, Gauge
@@ -189,10 +189,20 @@ def claim_statement(
     )
     candidates = select(outbox.c.id).where(claimable).order_by(outbox.c.id).limit(batch)
     if dialect == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+        # A materialized CTE runs the locking SELECT exactly once. Inside ``IN (...)``
+        # PostgreSQL may re-run a LIMIT ... SKIP LOCKED subquery while updating and
+        # so claim more than ``batch`` rows.
+        locked = (
+            candidates.with_for_update(skip_locked=True)
+            .cte("candidates")
+            .prefix_with("MATERIALIZED")
+        )
+        chosen: Any = outbox.c.id.in_(select(locked.c.id))
+    else:
+        chosen = outbox.c.id.in_(candidates.scalar_subquery())
     return (
         update(outbox)
-        .where(outbox.c.id.in_(candidates.scalar_subquery()), claimable)
+        .where(chosen, claimable)
         .values(claimed_by=relay_id, claimed_until=now + timedelta(seconds=lease_s))
         .returning(outbox.c.id, outbox.c.event_id, outbox.c.payload, outbox.c.attempts)
     )
