@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs every test: lint, types, the C++ suite
-# under ThreadSanitizer, and the Python suite (core, unit, api, e2e).
+# under ThreadSanitizer, and the Python suite twice: on SQLite (the embedded default)
+# and on PostgreSQL (started here if it is down), where the multi-instance proofs run.
 # Usage: bash scripts/test.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,14 @@ mypy
 echo "== C++ tests (GoogleTest under ThreadSanitizer)"
 bash scripts/test-cpp.sh
 
-echo "== Python tests"
+echo "== PostgreSQL"
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
+
 # The package is imported from site-packages (the source lives under python/).
-python -m pytest "$@"
+echo "== Python tests on SQLite"
+FLASHSALE_TEST_DATABASE=sqlite python -m pytest -m "not instances" "$@"
+
+echo "== Python tests on PostgreSQL (the C++ core and pure unit tests ran above)"
+FLASHSALE_TEST_DATABASE=postgresql python -m pytest "$@" \
+  tests/api tests/db tests/outbox tests/e2e tests/analysis

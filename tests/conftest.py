@@ -44,6 +44,12 @@ def pytest_report_header() -> str:
     return f"flashsale test database: {database_backend()}"
 
 
+@pytest.fixture(scope="session")
+def database_kind() -> str:
+    """The test backend: ``sqlite`` or ``postgresql``."""
+    return database_backend()
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     ranking_window_s: int = Field(default=7 * 86400, ge=86400)
     #: How often each process picks up sales committed by other processes.
     ranking_poll_s: float = Field(default=0.5, gt=0, le=2.0)
+    #: How long the ranking follower waits for an outbox id below the newest one seen
+    #: (a transaction still running on PostgreSQL); longer than any order transaction.
+    ranking_gap_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     #: DESIGN §2 gate freshness: a local "sold out" older than this is re-checked.
     gate_freshness_s: float = Field(default=1.0, ge=0)
     admin_email: str | None = None

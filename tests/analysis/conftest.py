@@ -1,4 +1,5 @@
-"""Analysis test fixtures: hand-made sales frames and one seeded SQLite database per session.
+"""Analysis test fixtures: hand-made sales frames and one seeded database per session
+(SQLite or PostgreSQL, as ``FLASHSALE_TEST_DATABASE`` says).
 
 Matplotlib draws with the Agg backend (no display). ``seeded`` runs ``flashsale
 seed`` once per session (a month, a few hundred orders, through the services);
@@ -7,7 +8,8 @@ tests only read it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 
 from flashsale.analysis import SALES_COLUMNS
 from flashsale.analysis.frames import astype
+from flashsale.db.provision import create_database, drop_database
 
 matplotlib.use("Agg")
 
@@ -48,7 +51,6 @@ def sales_frame(rows: Sequence[tuple[int, int, int, str]]) -> pd.DataFrame:
 @dataclass
 class Seeded:
     url: str
-    path: Path
     history_days: int
     orders: int
 
@@ -57,12 +59,23 @@ SEED_ORDERS = 700
 
 
 @pytest.fixture(scope="session")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, database_kind: str
+) -> Iterator[Seeded]:
     """A month seeded through the services (``flashsale seed``), shared read-only."""
     from flashsale.cli import main
 
-    path = tmp_path_factory.mktemp("seeded") / "flashsale.db"
-    url = f"sqlite:///{path}"
+    server_url = None
+    if database_kind == "postgresql":
+        server_url = request.getfixturevalue("postgres_server_url")
+        name = f"flashsale_seeded_{secrets.token_hex(4)}"
+        url = create_database(server_url, name)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('seeded') / 'flashsale.db'}"
     argv = ["seed", "--history-days", "30", "--orders", str(SEED_ORDERS), "--seed", "11"]
-    assert main([*argv, "--database-url", url]) == 0
-    return Seeded(url=url, path=path, history_days=30, orders=SEED_ORDERS)
+    try:
+        assert main([*argv, "--database-url", url]) == 0
+        yield Seeded(url=url, history_days=30, orders=SEED_ORDERS)
+    finally:
+        if server_url is not None:
+            drop_database(server_url, name)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import pandas as pd
 import pytest
+from sqlalchemy import text
 
 from flashsale import RankEntry
 from flashsale.analysis import (
@@ -21,7 +21,7 @@ from flashsale.analysis import (
     rolling_top_reference,
     top_at,
 )
-from flashsale.db.engine import Database
+from flashsale.db.engine import Database, make_sync_engine
 from flashsale.ranking.service import RankingService
 from flashsale.settings import Settings
 
@@ -54,13 +54,19 @@ def test_net_sales_equal_sql_over_paid_orders(seeded: Seeded) -> None:
     sales = load_sales(seeded.url)
     net = sales.groupby("product_id")[["quantity", "amount"]].sum()
     net = net[net["quantity"] != 0]
-    with sqlite3.connect(seeded.path) as conn:
-        sql = pd.read_sql_query(
-            "SELECT i.product_id, SUM(i.quantity) AS quantity, SUM(i.amount) AS amount "
-            "FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.status = 'PAID' "
-            "GROUP BY i.product_id ORDER BY i.product_id",
-            conn,
-        ).set_index("product_id")
+    engine = make_sync_engine(seeded.url, immediate=False)
+    try:
+        with engine.connect() as conn:
+            sql = pd.read_sql_query(
+                text(
+                    "SELECT i.product_id, SUM(i.quantity) AS quantity, SUM(i.amount) AS amount "
+                    "FROM order_items i JOIN orders o ON o.id = i.order_id "
+                    "WHERE o.status = 'PAID' GROUP BY i.product_id ORDER BY i.product_id"
+                ),
+                conn,
+            ).set_index("product_id")
+    finally:
+        engine.dispose()
     pd.testing.assert_frame_equal(net, sql, check_dtype=False)
 
 

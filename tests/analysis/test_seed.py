@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 from sqlalchemy import func, select
@@ -87,9 +85,9 @@ def test_flash_sales_sell_out_in_a_spike(seeded: Seeded) -> None:
 
 
 def test_cli_seeds_an_empty_database_and_refuses_a_seeded_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'small.db'}"
+    url = db_url
     argv = ["seed", "--history-days", "3", "--orders", "40", "--products", "8", "--seed", "2"]
     assert main([*argv, "--database-url", url]) == 0
     out = capsys.readouterr().out

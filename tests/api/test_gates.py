@@ -8,6 +8,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from flashsale.api.background import follow_order_events
+
 from .support import Api, StartApp, expect, utc
 
 pytestmark = pytest.mark.anyio
@@ -148,3 +150,25 @@ async def test_holder_asking_another_instance_hears_already_issued(
         await api.issue(holder, coupon["id"])
         r = await other.client.post(f"/api/v1/coupons/{coupon['id']}/issue", headers=holder.headers)
         expect(r, 409, "COUPON_ALREADY_ISSUED")
+
+
+async def test_a_sell_out_elsewhere_is_learnt_from_the_order_events(
+    api: Api, start_app: StartApp
+) -> None:
+    """The follower re-reads the stock of variants other instances sold: the gate says
+    "sold out" before any request of its own was refused by the database."""
+    p = await api.product((1_000, 5))
+    v = p["variants"][0]["id"]
+    user = await api.user(balance=100_000)
+    async with start_app(ranking_poll_s=2.0) as other:
+        gate = other.state.stock_gate
+        assert gate.pool.available(v) == 5  # loaded at start
+        expect(await api.order(user, (v, 3)), 201)
+        expect(await api.order(user, (v, 2)), 201)
+        assert await follow_order_events(other.state) == 2
+        assert gate.pool.available(v) == 0
+        cancelled = expect(await api.get("/me/orders", user), 200)["items"][0]
+        expect(await api.post(f"/orders/{cancelled['order_id']}/cancel", user), 200)
+        await follow_order_events(other.state)
+        assert gate.pool.available(v) == cancelled["items"][0]["quantity"]
+    api.assert_audit_ok()

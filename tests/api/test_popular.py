@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import anyio
 import pytest
+from sqlalchemy import delete, insert, select
+
+from flashsale.api.background import follow_order_events
+from flashsale.db.models import outbox
+from flashsale.db.session import transaction
 
 from .support import Api, StartApp, User, expect
 
@@ -124,8 +130,6 @@ async def test_ranking_survives_a_restart(api: Api, start_app: StartApp) -> None
 
 
 async def test_sales_of_another_instance_are_followed(api: Api, start_app: StartApp) -> None:
-    import anyio
-
     p = await api.product((1_000, 100))
     async with start_app(ranking_poll_s=0.05) as other:
         user = await other.user(balance=100_000)
@@ -140,3 +144,57 @@ async def test_sales_of_another_instance_are_followed(api: Api, start_app: Start
         assert _ranked(body) == [(p["id"], 4, 1)]
         # and the instance that sold it counts it once
         assert _ranked(expect(await other.get("/products/popular"), 200)) == [(p["id"], 4, 1)]
+
+
+async def _hide_event(api: Api, order_id: int) -> dict[str, object]:
+    """Delete an order's outbox row and return it: to the follower it looks like the
+    event of a transaction that has not committed yet (PostgreSQL hands out ids before
+    commit, so a lower id can become visible after a higher one)."""
+    async with transaction(api.state.db.write_session) as session:
+        row = (await session.execute(select(outbox).where(outbox.c.order_id == order_id))).one()
+        await session.execute(delete(outbox).where(outbox.c.id == row.id))
+    return dict(row._mapping)
+
+
+async def _show_event(api: Api, row: dict[str, object]) -> None:
+    """Put the hidden row back with its own id: the late commit."""
+    async with transaction(api.state.db.write_session) as session:
+        await session.execute(insert(outbox).values(**row))
+
+
+async def test_an_event_that_commits_after_a_later_one_is_still_followed(
+    api: Api, start_app: StartApp
+) -> None:
+    p = await api.product((1_000, 100))
+    q = await api.product((1_000, 100))
+    user = await api.user(balance=100_000)
+    async with start_app(ranking_poll_s=2.0) as follower:
+        ranking = follower.state.ranking
+        early = expect(await api.order(user, (p["variants"][0]["id"], 2)), 201)
+        expect(await api.order(user, (q["variants"][0]["id"], 5)), 201)
+        hidden = await _hide_event(api, early["order_id"])
+        await follow_order_events(follower.state)
+        assert ranking.pending_gaps == 1  # the lower id is waited for
+        popular = expect(await follower.get("/products/popular"), 200)
+        assert _ranked(popular) == [(q["id"], 5, 1)]
+        await _show_event(api, hidden)
+        await follow_order_events(follower.state)
+        assert ranking.pending_gaps == 0
+        popular = expect(await follower.get("/products/popular"), 200)
+        assert _ranked(popular) == [(q["id"], 5, 1), (p["id"], 2, 1)]  # each once
+        await follow_order_events(follower.state)
+        assert _ranked(expect(await follower.get("/products/popular"), 200)) == _ranked(popular)
+
+
+async def test_a_gap_that_never_fills_is_given_up(api: Api, start_app: StartApp) -> None:
+    p = await api.product((1_000, 100))
+    user = await api.user(balance=100_000)
+    async with start_app(ranking_gap_timeout_s=0.2) as follower:
+        ranking = follower.state.ranking
+        first = expect(await api.order(user, (p["variants"][0]["id"], 1)), 201)
+        expect(await api.order(user, (p["variants"][0]["id"], 1)), 201)
+        await _hide_event(api, first["order_id"])  # a rolled-back transaction's id
+        await follow_order_events(follower.state)
+        await anyio.sleep(0.3)
+        await follow_order_events(follower.state)
+        assert ranking.pending_gaps == 0

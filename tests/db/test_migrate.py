@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import secrets
+import subprocess
+import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
@@ -13,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from flashsale.audit import run_audit
 from flashsale.db.engine import make_sync_engine
 from flashsale.db.migrate import upgrade
+from flashsale.db.provision import create_database, drop_database
 
 TABLES = {
     "users",
@@ -33,18 +36,10 @@ TABLES = {
 NOW = datetime(2025, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("db") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def url(template: Path, tmp_path: Path) -> str:
-    path = tmp_path / "flashsale.db"
-    path.write_bytes(template.read_bytes())
-    return f"sqlite:///{path}"
+def url(db_url: str) -> str:
+    """A migrated database of the test backend (SQLite or PostgreSQL)."""
+    return db_url
 
 
 def _run(url: str, *statements: str) -> None:
@@ -111,3 +106,30 @@ def test_constraints_refuse_impossible_rows(url: str, statement: str) -> None:
     _seed(url)
     with pytest.raises(IntegrityError):
         _run(url, statement)
+
+
+def test_instances_starting_together_migrate_one_after_another(
+    postgres_server_url: str,
+) -> None:
+    """``flashsale serve`` migrates first: several instances may start at once. On
+    PostgreSQL an advisory lock makes the second wait and then find nothing to do."""
+    name = f"flashsale_m_{secrets.token_hex(4)}"
+    url = create_database(postgres_server_url, name)
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "flashsale", "migrate", "--database-url", url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(4)
+        ]
+        outputs = [proc.communicate(timeout=120)[0].decode() for proc in procs]
+        assert [proc.returncode for proc in procs] == [0] * 4, outputs
+        engine = make_sync_engine(url)
+        try:
+            assert set(inspect(engine).get_table_names()) >= TABLES
+        finally:
+            engine.dispose()
+    finally:
+        drop_database(postgres_server_url, name)

@@ -24,11 +24,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flashsale import __version__
 from flashsale.admin.router import router as admin_router
-from flashsale.api.background import Maintenance, run_every, stop_tasks
+from flashsale.api.background import Maintenance, follow_order_events, run_every, stop_tasks
 from flashsale.api.deps import State
 from flashsale.api.idempotency import IdempotentReplay
 from flashsale.api.observability import configure_logging, install_observability
 from flashsale.api.responses import error_body
+from flashsale.api.retry import TransactionRetryMiddleware
 from flashsale.api.state import AppState
 from flashsale.auth.router import router as auth_router
 from flashsale.cart.router import router as cart_router
@@ -117,11 +118,14 @@ async def build_state(settings: Settings) -> AppState:
         db=db,
         stock_gate=StockGate(settings.gate_freshness_s),
         coupon_gate=CouponIssueGate(settings.gate_freshness_s),
-        ranking=RankingService(settings.ranking_window_s, settings.ranking_bucket_s),
+        ranking=RankingService(
+            settings.ranking_window_s, settings.ranking_bucket_s, settings.ranking_gap_timeout_s
+        ),
     )
     async with db.read_session() as session:
         await state.stock_gate.load_all(session)
         await state.coupon_gate.load_all(session)
+    async with db.read_session() as session:  # its own snapshot (see rebuild)
         await state.ranking.rebuild(session)
     return state
 
@@ -135,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = await build_state(settings)
         app.state.flashsale = state
         stop = asyncio.Event()
-        follower = partial(state.ranking.poll_with, state.db.read_session)
+        follower = partial(follow_order_events, state)
         tasks = [
             asyncio.create_task(
                 run_every(settings.ranking_poll_s, stop, follower, "ranking follower")
@@ -169,6 +173,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    # Inside the observability middleware (added after it = outside): a retried request
+    # is timed and logged once.
+    app.add_middleware(TransactionRetryMiddleware)
     install_observability(app)
 
     for router in (

@@ -22,6 +22,7 @@ from datetime import timedelta
 
 from flashsale.api.idempotency import has_expired_keys, purge_expired_keys
 from flashsale.api.state import AppState
+from flashsale.db.dialect import retryable_sqlstate
 from flashsale.db.engine import Database
 from flashsale.db.session import transaction
 from flashsale.db.types import utcnow
@@ -78,6 +79,18 @@ class Maintenance:
             self._next_purge = time.monotonic() + PURGE_INTERVAL_S
 
 
+async def follow_order_events(state: AppState) -> int:
+    """One step of the follower: record the order events other processes and instances
+    committed (:meth:`RankingService.poll`) and re-read the stock of the variants they
+    sold or gave back, so this process's gate learns a sell-out (or a cancellation's
+    units) elsewhere without waiting for a refusal. Returns the events recorded."""
+    async with state.db.read_session() as session:
+        followed = await state.ranking.poll(session)
+        if followed.variant_ids:
+            await state.stock_gate.refresh(session, followed.variant_ids)
+    return followed.recorded
+
+
 async def run_every(
     interval_s: float, stop: asyncio.Event, step: Callable[[], Awaitable[object]], name: str
 ) -> None:
@@ -90,8 +103,11 @@ async def run_every(
     while not stop.is_set():
         try:
             await step()
-        except Exception:
-            log.exception("%s failed; retrying in %.1f s", name, interval_s)
+        except Exception as exc:
+            if sqlstate := retryable_sqlstate(exc):  # aborted by the database, nothing changed
+                log.info("%s aborted (SQLSTATE %s); retrying in %.1f s", name, sqlstate, interval_s)
+            else:
+                log.exception("%s failed; retrying in %.1f s", name, interval_s)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
 

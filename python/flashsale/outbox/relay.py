@@ -71,6 +71,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from flashsale.db.dialect import retryable_sqlstate
 from flashsale.db.engine import Database
 from flashsale.db.models import outbox
 from flashsale.db.session import transaction
@@ -437,9 +438,11 @@ class OutboxRelay:
             while stop is None or not stop.is_set():
                 try:
                     await self.run_once()
-                except Exception:
+                except Exception as exc:
                     errors += 1
-                    if errors & (errors - 1) == 0:  # 1st, 2nd, 4th, 8th ... in a row
+                    if sqlstate := retryable_sqlstate(exc):  # aborted, nothing changed
+                        log.info("outbox relay round aborted (SQLSTATE %s); retrying", sqlstate)
+                    elif errors & (errors - 1) == 0:  # 1st, 2nd, 4th, 8th ... in a row
                         log.exception("outbox relay round failed (%d in a row); retrying", errors)
                     await _pause(min(30.0, poll_s * 2.0 ** min(errors, 10)), stop)
                     continue
