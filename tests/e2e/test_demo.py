@@ -1,4 +1,5 @@
-"""``flashsale demo`` end to end, small: it must pass its own checks and the audit."""
+"""``flashsale demo`` end to end, small: it must pass its own checks and the audit, on the
+embedded default and on PostgreSQL with several instances (scratch database dropped)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+
+from flashsale.db.engine import sync_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -68,6 +72,80 @@ def test_demo_runs_clean() -> None:
     assert retried > 0, report
     assert re.search(r"Relay caught up: +[\d.]+ s after the traffic stopped", report), report
 
+    assert "Audit: OK" in report, report
+    assert "[ ok ] 5.ranking" in report, report
+    assert "Result: PASS" in report, report
+
+
+def _demo_databases(server_url: str) -> set[str]:
+    """Names of the demo's scratch databases on the PostgreSQL server."""
+    engine = create_engine(sync_url(server_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT datname FROM pg_database WHERE datname LIKE 'flashsale\\_demo\\_%'")
+            )
+            return {str(row[0]) for row in rows}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.instances
+def test_demo_on_postgresql_with_two_instances(postgres_server_url: str) -> None:
+    before = _demo_databases(postgres_server_url)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flashsale", "demo", "--database-url", postgres_server_url,
+         "--instances", "2", "--users", "300", "--concurrency", "50", "--seconds", "3",
+         "--seed", "7", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    # Dropped whatever the outcome: no scratch database is left on the server.
+    assert _demo_databases(postgres_server_url) <= before, output
+    assert proc.returncode == 0, output
+    report = proc.stdout
+    match = re.search(r"scratch database (flashsale_demo_[0-9a-f]+) \(dropped at the end\)", report)
+    assert match, report
+    assert match.group(1) not in _demo_databases(postgres_server_url)
+    assert "2 instances x 1 server worker" in report, report
+    assert re.search(r"Instances \(.*\): 1 http://127\.0\.0\.1:\d+, 2 http://127\.0\.0\.1:\d+$",
+                     report, re.M), report  # fmt: skip
+
+    # Per scenario a total row, then one row per instance that sums to it.
+    for scenario in ("coupon rush", "limited rush", "shopping", "expiry release"):
+        rows = re.search(
+            rf"^{scenario} +([\d,]+) .*\n  instance 1 +([\d,]+) .*\n  instance 2 +([\d,]+) ",
+            report,
+            re.M,
+        )
+        assert rows, f"{scenario}: no per-instance rows\n{report}"
+        total, first, second = (int(g.replace(",", "")) for g in rows.groups())
+        assert first + second == total and first > 0 and second > 0, report
+
+    # Database transactions per success, per rush: every issued coupon and every order
+    # placed is at least one commit; the per-instance rows follow; pg_stat cross-checks.
+    for rush, unit in (("coupon rush", "coupon"), ("limited rush", "order"),
+                       ("shopping \\+ expiry release", "order")):  # fmt: skip
+        rows = re.search(
+            rf"^{rush} +([\d,]+) {unit}s +[\d.]+ +[\d,]+ +[\d,]+ +([\d.]+) +([\d.]+) +([\d.]+)"
+            rf"\n  instance 1 +[\d,]+ {unit}s? .*\n  instance 2 +[\d,]+ {unit}s? ",
+            report,
+            re.M,
+        )
+        assert rows, f"{rush}: no transactions per success\n{report}"
+        successes = int(rows.group(1).replace(",", ""))
+        per_success, commits_per_success, pg_per_success = map(float, rows.groups()[1:])
+        assert successes > 0, report
+        # (tx/success has one decimal, commits/success two)
+        assert per_success + 0.05 >= commits_per_success >= 1.0, report
+        assert pg_per_success > 0, report
+    assert "Coupons issued:       100 of 100" in report, report
+    assert "Limited units sold:   100 of 100 (stock left 0)" in report, report
+    stored, seen = _number(r"Orders stored: +([\d,]+), the demo saw ([\d,]+) created", report)
+    assert stored == seen > 0, report
     assert "Audit: OK" in report, report
     assert "[ ok ] 5.ranking" in report, report
     assert "Result: PASS" in report, report

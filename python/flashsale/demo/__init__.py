@@ -1,19 +1,23 @@
-"""``flashsale demo``: a flash sale against a real server, with a report and an audit.
+"""``flashsale demo``: a flash sale against real servers, with a report and an audit.
 
 Modules:
 
 - :mod:`flashsale.demo.server` -- :class:`~flashsale.demo.server.ServerProcess`, the real
   service in a child process group (also used by the end-to-end tests), and
   :class:`~flashsale.demo.server.DataPlatformProcess`, the data-platform stand-in.
-- :mod:`flashsale.demo.client` -- the asyncio load driver and per-scenario tallies.
+- :mod:`flashsale.demo.client` -- the asyncio load driver (round-robin over one or
+  several instances) and per-scenario tallies, in total and per instance.
 - :mod:`flashsale.demo.world` -- the demo's own account of the catalog, users and orders.
 - :mod:`flashsale.demo.scenarios` -- seeding, the coupon rush, limited rush, shopping
   (pay-later, cancellations, carts, idempotent retries) and flash-deal expiry scenarios,
   and the checks of what the service serves.
 - :mod:`flashsale.demo.events` -- the end checks of the outbox, the orders, the
   idempotency keys and the events the stand-in received.
+- :mod:`flashsale.demo.transactions` -- database transactions per coupon issued or order
+  placed, from every instance's ``/metrics`` (and ``pg_stat_database`` on PostgreSQL).
 - :mod:`flashsale.demo.report` -- the printed report.
-- :mod:`flashsale.demo.run` -- argument parsing and the whole run.
+- :mod:`flashsale.demo.run` -- argument parsing, the demo's database (a temporary SQLite
+  file, or a scratch database on a PostgreSQL server) and the whole run.
 
 The heavy imports (aiohttp, tqdm) wait until :func:`main` runs, so ``flashsale`` commands
 other than ``demo`` do not pay for them.

@@ -1,20 +1,25 @@
-"""A lean asyncio load driver for the Flashsale HTTP API.
+"""A lean asyncio load driver for the Flashsale HTTP API, over one or several instances.
 
 One shared :class:`aiohttp.ClientSession` whose connection pool is as large as the
 wanted concurrency (aiohttp rather than httpx: on this 2-core machine httpx's pool
 spent a whole core at ~350 req/s and became the bottleneck, aiohttp drives the
 server at several thousand), a fixed pool of worker tasks (never more requests in flight than
 workers), and per-scenario tallies (:class:`ScenarioStats`): status classes, error
-codes from the error body, latencies in milliseconds.
+codes from the error body, latencies in milliseconds, in total and per instance.
+
+With several instances (base URLs) the :class:`ApiClient` sends each request to the
+next one in turn (round-robin per request, not per user): the shop must behave as one,
+so one user's order, payment and cancellation may land on three different instances.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json as jsonlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,6 +31,7 @@ __all__ = [
     "TIMEOUT",
     "UNANSWERED",
     "ApiClient",
+    "InstanceTally",
     "Reply",
     "ScenarioStats",
     "api_client",
@@ -60,6 +66,8 @@ class Reply:
         latency_ms: wall time from send to the full answer, in milliseconds.
         replayed: the answer carried ``Idempotent-Replayed: true``: the server replayed
             the stored response of an earlier request with the same ``Idempotency-Key``.
+        instance: index of the instance (base URL of the :class:`ApiClient`) the
+            request was sent to; 0 with a single instance.
     """
 
     status: int
@@ -67,6 +75,7 @@ class Reply:
     body: Any
     latency_ms: float
     replayed: bool = False
+    instance: int = 0
 
     @property
     def ok(self) -> bool:
@@ -76,6 +85,41 @@ class Reply:
     def json_dict(self) -> dict[str, Any]:
         """The body as a JSON object (``{}`` when it is not one)."""
         return self.body if isinstance(self.body, dict) else {}
+
+
+@dataclass
+class InstanceTally:
+    """One instance's share of a scenario: what :class:`ScenarioStats` counts, for the
+    requests sent to that instance.
+
+    Attributes:
+        requests: requests sent to it (answered or not).
+        successes: its 2xx answers.
+        statuses: HTTP status -> count (0: no answer).
+        codes: error code -> count, for every non-2xx outcome.
+        latencies_ms: latency of every answered request, in milliseconds.
+    """
+
+    requests: int = 0
+    successes: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def record(self, reply: Reply) -> None:
+        """Count one request's outcome."""
+        self.requests += 1
+        self.statuses[reply.status] += 1
+        if reply.status:
+            self.latencies_ms.append(reply.latency_ms)
+        if reply.ok:
+            self.successes += 1
+        else:
+            self.codes[reply.code] += 1
+
+    def latency(self, pct: float) -> float:
+        """The ``pct``-th percentile latency in milliseconds (0.0 when nothing answered)."""
+        return percentile(self.latencies_ms, pct)
 
 
 @dataclass
@@ -96,6 +140,9 @@ class ScenarioStats:
         notes: free-form findings of the scenario's own checks (each one is a failure).
         transport_errors: the distinct transport exceptions of unanswered requests
             (at most a few, for the report).
+        by_instance: instance index -> its share of the requests (see
+            :attr:`Reply.instance`).
+        statuses: HTTP status -> count over all instances (0: no answer).
     """
 
     name: str
@@ -109,10 +156,17 @@ class ScenarioStats:
     finished: float = 0.0
     notes: list[str] = field(default_factory=list)
     transport_errors: list[str] = field(default_factory=list)
+    by_instance: dict[int, InstanceTally] = field(default_factory=dict)
+    statuses: Counter[int] = field(default_factory=Counter)
 
     def record(self, reply: Reply) -> None:
-        """Count one request's outcome."""
+        """Count one request's outcome (in total and for the instance it was sent to)."""
         self.requests += 1
+        self.statuses[reply.status] += 1
+        tally = self.by_instance.get(reply.instance)
+        if tally is None:
+            tally = self.by_instance[reply.instance] = InstanceTally()
+        tally.record(reply)
         if reply.status:
             self.latencies_ms.append(reply.latency_ms)
         if reply.ok:
@@ -191,16 +245,33 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class ApiClient:
-    """Async client of ``<base_url>/api/v1`` that never raises for HTTP or transport errors.
+    """Async client of ``<base_url>/api/v1`` on one or several instances of the service;
+    never raises for HTTP or transport errors.
+
+    Each :meth:`request` goes to the next instance in turn (round-robin), unless it
+    names one (``instance=``); its :class:`Reply` says which one answered.
 
     Args:
-        base_url: server root, e.g. ``http://127.0.0.1:8000``.
-        max_connections: size of the connection pool (the wanted concurrency).
+        base_urls: server root(s), e.g. ``http://127.0.0.1:8000``; every instance must
+            serve the same shop (same database, same JWT secret).
+        max_connections: size of the connection pool over all instances (the wanted
+            concurrency).
         timeout: seconds before a request counts as :data:`TIMEOUT`.
+
+    Raises:
+        ValueError: no base URL.
     """
 
-    def __init__(self, base_url: str, *, max_connections: int, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/") + API_PREFIX
+    def __init__(
+        self, base_urls: str | Sequence[str], *, max_connections: int, timeout: float = 30.0
+    ) -> None:
+        roots = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not roots:
+            raise ValueError("ApiClient needs at least one base URL")
+        #: The instances' roots (no trailing slash, no API prefix), in instance order.
+        self.server_urls: tuple[str, ...] = tuple(url.rstrip("/") for url in roots)
+        self._api_urls = [url + API_PREFIX for url in self.server_urls]
+        self._turn = itertools.count()
         connector = aiohttp.TCPConnector(
             limit=max_connections,
             # Below uvicorn's 5 s keep-alive, so a pooled connection is never reused
@@ -210,6 +281,11 @@ class ApiClient:
         self.http = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
         )
+
+    @property
+    def instances(self) -> int:
+        """Number of instances the requests are spread over."""
+        return len(self.server_urls)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -225,17 +301,21 @@ class ApiClient:
         data: Mapping[str, str] | None = None,
         params: Mapping[str, str | int] | None = None,
         stats: ScenarioStats | None = None,
+        instance: int | None = None,
     ) -> Reply:
         """Send one request under the API prefix and return its :class:`Reply`.
 
-        ``path`` is relative to ``/api/v1`` (e.g. ``"/orders"``). When ``stats`` is given
-        the outcome is counted there.
+        ``path`` is relative to ``/api/v1`` (e.g. ``"/orders"``). It goes to instance
+        ``instance`` (an index into :attr:`server_urls`) or, by default, to the next
+        instance in turn. When ``stats`` is given the outcome is counted there.
         """
+        if instance is None:
+            instance = next(self._turn) % len(self._api_urls)
         start = time.perf_counter()
         try:
             async with self.http.request(
                 method,
-                self.base_url + path,
+                self._api_urls[instance] + path,
                 headers=headers,
                 json=json,
                 data=data,
@@ -245,9 +325,13 @@ class ApiClient:
                 status = response.status
                 replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
         except TimeoutError as exc:
-            reply = Reply(0, TIMEOUT, repr(exc), (time.perf_counter() - start) * 1000.0)
+            reply = Reply(
+                0, TIMEOUT, repr(exc), (time.perf_counter() - start) * 1000.0, instance=instance
+            )
         except aiohttp.ClientError as exc:
-            reply = Reply(0, NO_RESPONSE, repr(exc), (time.perf_counter() - start) * 1000.0)
+            reply = Reply(
+                0, NO_RESPONSE, repr(exc), (time.perf_counter() - start) * 1000.0, instance=instance
+            )
         else:
             latency = (time.perf_counter() - start) * 1000.0
             try:
@@ -260,7 +344,7 @@ class ApiClient:
                 code = body["code"]
             else:
                 code = f"HTTP_{status}"
-            reply = Reply(status, code, body, latency, replayed)
+            reply = Reply(status, code, body, latency, replayed, instance)
         if stats is not None:
             stats.record(reply)
         return reply
@@ -292,10 +376,11 @@ class ApiClient:
 
 @asynccontextmanager
 async def api_client(
-    base_url: str, *, max_connections: int, request_timeout: float = 30.0
+    base_urls: str | Sequence[str], *, max_connections: int, request_timeout: float = 30.0
 ) -> AsyncIterator[ApiClient]:
-    """An :class:`ApiClient` closed on exit (``request_timeout`` in seconds)."""
-    client = ApiClient(base_url, max_connections=max_connections, timeout=request_timeout)
+    """An :class:`ApiClient` over ``base_urls`` closed on exit (``request_timeout`` in
+    seconds)."""
+    client = ApiClient(base_urls, max_connections=max_connections, timeout=request_timeout)
     try:
         yield client
     finally:

@@ -1,10 +1,11 @@
 """The demo's end checks on what was stored: the outbox, the orders, the idempotency keys
 and the events the data-platform stand-in received.
 
-- :func:`read_store` reads the demo's SQLite file with a sync SQLAlchemy engine (read
-  only, while the server runs): outbox figures and event ids, every order's status and
-  every stored idempotency key.
-- :func:`wait_for_relay` polls the server's ``/metrics``
+- :func:`read_store` reads the demo's database (the SQLite file or the scratch
+  PostgreSQL database) with a sync SQLAlchemy engine (read only, while the servers
+  run): outbox figures and event ids, every order's status and every stored
+  idempotency key.
+- :func:`wait_for_relay` polls every instance's ``/metrics``
   (``flashsale_outbox_backlog_events``) and the stand-in's ``GET /stats`` until every
   event written is delivered and stored, and says how long that took.
 - :func:`fetch_stored_events` pages through the stand-in's ``GET /events``.
@@ -23,7 +24,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,7 +197,8 @@ class RelayWait:
     Attributes:
         seconds: from ``since`` until the relay had caught up (None: it had not by
             the timeout).
-        backlog: the last backlog read from ``/metrics`` (None: not read).
+        backlog: the last backlog read from ``/metrics``, the largest over the
+            instances (None: not read from every instance).
         stats: the stand-in's last ``/stats`` (None: not read).
     """
 
@@ -207,18 +209,21 @@ class RelayWait:
 
 async def wait_for_relay(
     api: ApiClient,
-    server_url: str,
+    server_urls: Sequence[str],
     platform_url: str,
     *,
     written: int,
     since: float,
     timeout_s: float,
 ) -> RelayWait:
-    """Poll until the relay has delivered every event: the server's backlog gauge is 0
-    and the stand-in stores ``written`` events.
+    """Poll until the relays have delivered every event: the backlog gauge is 0 on every
+    instance and the stand-in stores ``written`` events.
+
+    Every instance runs a relay and refreshes its gauge from the shared outbox, so the
+    wait ends only when none of them still sees a backlog.
 
     Args:
-        server_url / platform_url: base URLs of the server and the stand-in.
+        server_urls / platform_url: base URLs of the instances and the stand-in.
         written: events in the outbox (none is written once the traffic stopped).
         since: ``time.perf_counter()`` when the traffic stopped; the wait is timed
             from it.
@@ -227,8 +232,13 @@ async def wait_for_relay(
     backlog: float | None = None
     stats: PlatformStats | None = None
     while True:
-        metrics = await api.fetch(f"{server_url}/metrics")
-        backlog = backlog_of(metrics.body) if metrics.ok and isinstance(metrics.body, str) else None
+        backlogs: list[float | None] = []
+        for server_url in server_urls:
+            metrics = await api.fetch(f"{server_url}/metrics")
+            ok = metrics.ok and isinstance(metrics.body, str)
+            backlogs.append(backlog_of(metrics.body) if ok else None)
+        known = [b for b in backlogs if b is not None]
+        backlog = max(known) if known and len(known) == len(backlogs) else None
         stats = await platform_stats(api, platform_url)
         elapsed = time.perf_counter() - since
         if backlog == 0 and stats is not None and stats.stored >= written:

@@ -1,4 +1,12 @@
-"""The plain-text report of ``flashsale demo``."""
+"""The plain-text report of ``flashsale demo``.
+
+Per scenario one row over all instances and, with several instances, one row per
+instance (requests, answers, latency percentiles, req/s, HTTP status counts, error
+codes); then the database transactions each rush cost per coupon issued or order
+placed (every instance's ``flashsale_db_transactions_total``, and on PostgreSQL the
+server's ``pg_stat_database`` as a cross-check), the sale's outcome, the order
+lifecycle, the event delivery, the audit and the verdict.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flashsale.demo.client import ScenarioStats
+from flashsale.demo.client import InstanceTally, ScenarioStats
+from flashsale.demo.transactions import PG_STATS_SETTLE_S, IdleRate, RushTransactions, TxCount
 from flashsale.demo.world import Lifecycle
 
 __all__ = ["AuditLike", "DataPlatformResult", "DemoResult", "format_report"]
@@ -69,7 +78,14 @@ class DemoResult:
 
     Attributes:
         users / concurrency / workers / seconds / seed / payment_timeout: the run's
-            settings (``payment_timeout``: seconds to pay a pay-later order).
+            settings (``workers`` per instance; ``payment_timeout``: seconds to pay a
+            pay-later order).
+        instances: server instances sharing the database.
+        database: what the database was, for the report (e.g. ``"SQLite file
+            (temporary)"`` or ``"PostgreSQL 127.0.0.1:5432, scratch database ..."``).
+        server_urls: the instances' base URLs, in instance order.
+        idle: background transactions of the quiet shop (None: not measured).
+        transactions: database transactions of each rush, in order.
         seed_seconds: wall time of seeding over HTTP, seconds.
         products / variants: ordinary catalog size (plus the limited edition and the
             flash deal).
@@ -89,8 +105,8 @@ class DemoResult:
         data_platform: event delivery figures (None: not measured).
         popular: the body of ``GET /products/popular?limit=5&days=3`` at the end.
         audit: the audit's result (None when it could not run).
-        total_seconds: wall time from the data platform's start to the end of the
-            audit, seconds.
+        total_seconds: wall time from the database set-up to the end of the audit,
+            seconds.
         phases: ``(phase, seconds)`` in order, splitting ``total_seconds``.
         problems: every reason the run failed (empty: it passed).
         warnings: checks that could not be made (the run may still pass).
@@ -102,6 +118,11 @@ class DemoResult:
     seconds: float
     seed: int
     payment_timeout: int = 0
+    instances: int = 1
+    database: str = ""
+    server_urls: list[str] = field(default_factory=list)
+    idle: IdleRate | None = None
+    transactions: list[RushTransactions] = field(default_factory=list)
     seed_seconds: float = 0.0
     products: int = 0
     variants: int = 0
@@ -139,10 +160,23 @@ def _num(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _codes(stats: ScenarioStats) -> str:
+def _codes(stats: ScenarioStats | InstanceTally) -> str:
     if not stats.codes:
         return "-"
     return ", ".join(f"{code} {n}" for code, n in stats.codes.most_common())
+
+
+def _statuses(stats: ScenarioStats | InstanceTally) -> str:
+    """``"201 100, 409 230"`` (status 0: no answer)."""
+    return ", ".join(f"{status} {n}" for status, n in sorted(stats.statuses.items())) or "-"
+
+
+def _instance(index: int) -> str:
+    return f"  instance {index + 1}"
+
+
+def _ratio(count: int, per: int, digits: int) -> str:
+    return f"{count / per:.{digits}f}" if per > 0 else "-"
 
 
 def _table(rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
@@ -210,13 +244,126 @@ def _data_platform_lines(platform: DataPlatformResult) -> list[str]:
     ]
 
 
+def _scenario_lines(result: DemoResult) -> list[str]:
+    """The scenario table: a row per scenario, and one per instance under it when there
+    are several (its req/s over the scenario's wall time)."""
+    rows: list[list[str]] = [
+        ["scenario", "requests", "ok", "p50 ms", "p95 ms", "p99 ms", "req/s", "statuses",
+         "errors by code"]
+    ]  # fmt: skip
+    for s in result.scenarios:
+        rows.append(
+            [
+                s.name,
+                f"{s.requests:,}",
+                f"{s.successes:,}",
+                f"{s.latency(50):.1f}",
+                f"{s.latency(95):.1f}",
+                f"{s.latency(99):.1f}",
+                f"{s.throughput:.0f}",
+                _statuses(s),
+                _codes(s),
+            ]
+        )
+        if result.instances < 2:
+            continue
+        for index in range(result.instances):
+            tally = s.by_instance.get(index, InstanceTally())
+            rate = tally.requests / s.seconds if s.finished else 0.0
+            rows.append(
+                [
+                    _instance(index),
+                    f"{tally.requests:,}",
+                    f"{tally.successes:,}",
+                    f"{tally.latency(50):.1f}",
+                    f"{tally.latency(95):.1f}",
+                    f"{tally.latency(99):.1f}",
+                    f"{rate:.0f}",
+                    _statuses(tally),
+                    _codes(tally),
+                ]
+            )
+    return _table(rows, right={1, 2, 3, 4, 5, 6})
+
+
+def _transaction_lines(result: DemoResult) -> list[str]:
+    """Database transactions per coupon issued / order placed, per rush (and instance).
+
+    The figures are raw: they include the instances' background work, whose rate on
+    the quiet shop is given below the table. It is not subtracted: under load the
+    background loops run less often than on a quiet shop, so subtracting the quiet rate
+    would take off too much. ``pg_stat tx/success`` is the server's own count, on
+    PostgreSQL.
+    """
+    pg = any(rush.pg is not None for rush in result.transactions)
+    header = ["rush", "successes", "seconds", "db tx", "commits", "tx/success", "commits/success"]
+    if pg:
+        header.append("pg_stat tx/success")
+    rows: list[list[str]] = [header]
+
+    def row(
+        name: str, unit: str, successes: int, seconds: float | None, tx: TxCount | None
+    ) -> list[str]:
+        cells = [
+            name,
+            f"{successes:,} {unit if successes == 1 else unit + 's'}",
+            "" if seconds is None else f"{seconds:.1f}",
+        ]
+        if tx is None:
+            cells += ["?", "?", "?", "?"]
+        else:
+            cells += [
+                f"{tx.total:,}",
+                f"{tx.commits:,}",
+                _ratio(tx.total, successes, 1),
+                _ratio(tx.commits, successes, 2),
+            ]
+        return [*cells, ""] if pg else cells
+
+    for rush in result.transactions:
+        total = row(rush.name, rush.unit, rush.successes, rush.seconds, rush.total)
+        if pg:
+            total[-1] = "?" if rush.pg is None else _ratio(rush.pg.total, rush.successes, 1)
+        rows.append(total)
+        if len(rush.instances) < 2:
+            continue
+        for index, (tx, successes) in enumerate(
+            zip(rush.instances, rush.instance_successes, strict=True)
+        ):
+            rows.append(row(_instance(index), rush.unit, successes, None, tx))
+    out = ["Database transactions per success (flashsale_db_transactions_total of every instance):"]
+    out.extend(_table(rows, right=set(range(1, len(header)))))
+    out.append("  db tx: commits + rollbacks (a read-only transaction ends in a rollback)")
+    rate = result.idle.per_second if result.idle is not None else None
+    shown = "?" if rate is None else f"{rate:.1f}"
+    out.append(
+        f"  Background: {shown} tx/s over all instances on the quiet shop (outbox relays, "
+        "expiry sweepers), included above (less under load)"
+    )
+    if pg:
+        out.append(
+            "  pg_stat: xact_commit + xact_rollback of the database in pg_stat_database, read "
+            f"{PG_STATS_SETTLE_S:g} s after each rush (statistics flush): a cross-check"
+        )
+    return out
+
+
 def format_report(result: DemoResult) -> str:
     """Render ``result`` as the demo's report (several lines, no trailing newline)."""
     out: list[str] = []
+    processes = (
+        f"{result.instances} instance{'s' if result.instances != 1 else ''} x "
+        f"{result.workers} server worker{'s' if result.workers != 1 else ''}"
+    )
     out.append(
         f"Flashsale demo: {result.users:,} users, concurrency {result.concurrency}, "
-        f"{result.workers} server workers, shopping {result.seconds:g} s, seed {result.seed}"
+        f"{processes}, shopping {result.seconds:g} s, seed {result.seed}"
     )
+    if result.database:
+        out.append(f"Database: {result.database}")
+    if len(result.server_urls) > 1:
+        listed = ", ".join(f"{i + 1} {url}" for i, url in enumerate(result.server_urls))
+        out.append(f"Instances (each request to the next in turn): {listed}")
     if result.data_platform is not None:
         out.append(
             f"Pay-later deadline {result.payment_timeout} s; the data platform fails "
@@ -229,24 +376,11 @@ def format_report(result: DemoResult) -> str:
         f"{result.users:,} users charged"
     )
     out.append("")
-    rows: list[list[str]] = [
-        ["scenario", "requests", "ok", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors by code"]
-    ]
-    for s in result.scenarios:
-        rows.append(
-            [
-                s.name,
-                f"{s.requests:,}",
-                f"{s.successes:,}",
-                f"{s.latency(50):.1f}",
-                f"{s.latency(95):.1f}",
-                f"{s.latency(99):.1f}",
-                f"{s.throughput:.0f}",
-                _codes(s),
-            ]
-        )
-    out.extend(_table(rows, right={1, 2, 3, 4, 5, 6}))
+    out.extend(_scenario_lines(result))
     out.append("")
+    if result.transactions:
+        out.extend(_transaction_lines(result))
+        out.append("")
     out.append(f"Coupons issued:       {result.coupons_issued} of {result.coupon_quantity}")
     left = "?" if result.limited_stock_left is None else str(result.limited_stock_left)
     out.append(
@@ -284,7 +418,7 @@ def format_report(result: DemoResult) -> str:
             out.append(f"  [{'FAIL' if failed else ' ok '}] {check}")
         out.extend(f"  - {failure}" for failure in audit.failures)
     out.append("")
-    out.append(f"Total time: {result.total_seconds:.1f} s (data platform start to audit)")
+    out.append(f"Total time: {result.total_seconds:.1f} s (database set-up to audit)")
     if result.phases:
         out.append("  " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases))
     out.extend(f"Warning: {warning}" for warning in result.warnings)

@@ -1,22 +1,48 @@
-"""``flashsale demo``: a flash sale on the embedded default, with real HTTP traffic.
+"""``flashsale demo``: a flash sale on a real service, with real HTTP traffic.
 
 Starts the data-platform stand-in (``flashsale data-platform``, failing a share of the
-deliveries on purpose) and then the real service (``flashsale serve``, N worker
-processes, its outbox relay pointed at the stand-in, a short payment deadline) on a
-fresh SQLite database in a temporary folder; seeds it over the admin API; runs the
-coupon rush, the limited-edition rush, and shopping (pay-later orders paid or
-abandoned, cancellations, cart checkouts, retries with an ``Idempotency-Key``) with
+deliveries on purpose) and then the real service (``flashsale serve``: ``--instances``
+instances of ``--workers`` worker processes each, their outbox relays pointed at the
+stand-in, a short payment deadline) on a database of its own; seeds it over the admin
+API; runs the coupon rush, the limited-edition rush, and shopping (pay-later orders paid
+or abandoned, cancellations, cart checkouts, retries with an ``Idempotency-Key``) with
 the flash-deal expiry alongside, with many concurrent clients. Then it waits for the
-expiries and for the relay to deliver every event, checks stock, wallets, ranking,
-orders, keys and the stand-in's copy of the events against its own account, runs the
-audit (DESIGN §6), prints a report, and exits non-zero if anything was wrong. Both
-child processes are stopped on every way out (end, failure, Ctrl-C, SIGTERM).
+expiries and for the relays to deliver every event, checks stock, wallets, ranking (on
+every instance), orders, keys and the stand-in's copy of the events against its own
+account, runs the audit (DESIGN §6, invariant 5 against every instance), prints a
+report, and exits non-zero if anything was wrong. Every child process is stopped on
+every way out (end, failure, Ctrl-C, SIGTERM).
+
+The database (``--database-url``):
+
+- by default a fresh SQLite file in a temporary folder (the embedded default);
+- ``sqlite:///PATH``: a new SQLite file at PATH (refused when it exists), removed at
+  the end unless ``--keep``;
+- ``postgresql://...``: a PostgreSQL *server*. The demo never writes into the database
+  the URL names: it creates a scratch database ``flashsale_demo_<hex>`` on that server
+  (:func:`flashsale.db.provision.create_database`, with the URL's credentials),
+  migrates it, runs there, and drops it at the end (also after a failure or Ctrl-C)
+  unless ``--keep``, which prints its URL instead.
+
+Several instances (``--instances N``) share the one database, the JWT secret and the
+admin, each on its own port with its own log; the load client sends each request to
+the next instance in turn, so one user's requests hit different instances and the shop
+must behave as one. PostgreSQL is the multi-instance setup (DESIGN §2 "Scale-out").
+On SQLite several instances are allowed too: they are only more processes on one
+machine sharing one file, which DESIGN §2 supports for any number of worker processes,
+so it shows that the instances agree -- but every write still queues for SQLite's one
+write lock, so it shows nothing about scaling out.
+
+Per rush the report gives, in total and per instance, requests, req/s, latency
+percentiles and status counts, and the database transactions per coupon issued or
+order placed (:mod:`flashsale.demo.transactions`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import secrets
 import shutil
@@ -31,9 +57,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from tqdm import tqdm
 
-from flashsale.demo.client import ApiClient, api_client
+from flashsale.db.migrate import upgrade
+from flashsale.db.provision import create_database, drop_database
+from flashsale.demo.client import ApiClient, ScenarioStats, api_client
 from flashsale.demo.events import (
     check_events,
     check_keys,
@@ -67,6 +97,7 @@ from flashsale.demo.server import (
     ServerError,
     ServerProcess,
 )
+from flashsale.demo.transactions import PgStats, TransactionProbe
 from flashsale.demo.world import World
 
 __all__ = ["DemoOptions", "main", "parse_args", "run_demo"]
@@ -92,16 +123,27 @@ OUTBOX_BACKOFF_MAX_S = 2.0
 OUTBOX_POLL_S = 0.2
 #: The relay must deliver every event within this many seconds after the traffic.
 RELAY_TIMEOUT_S = 120.0
+#: Seconds of quiet shop over which the background transaction rate is measured.
+IDLE_PROBE_S = 1.0
+#: Name prefix of the scratch databases the demo creates on a PostgreSQL server.
+SCRATCH_PREFIX = "flashsale_demo_"
 
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """Settings of one demo run (see ``flashsale demo --help``)."""
+    """Settings of one demo run (see ``flashsale demo --help``).
+
+    ``workers`` is per instance; ``database_url`` None means a SQLite file in the
+    temporary folder, a ``postgresql://`` URL names the server the scratch database is
+    created on (see the module docstring).
+    """
 
     users: int = 2000
     concurrency: int = 200
     seconds: float = 20.0
     workers: int = 2
+    instances: int = 1
+    database_url: str | None = None
     keep: bool = False
     seed: int | None = None
     progress: bool = True
@@ -130,17 +172,42 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _database_url(text: str) -> str:
+    """A ``--database-url``: a PostgreSQL server, or a SQLite file that does not exist yet."""
+    try:
+        url = make_url(text)
+    except ArgumentError as exc:
+        raise argparse.ArgumentTypeError(f"not a database URL: {text!r} ({exc})") from None
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return text
+    if backend != "sqlite":
+        raise argparse.ArgumentTypeError(f"use a sqlite:// or postgresql:// URL, not {backend}://")
+    if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+        raise argparse.ArgumentTypeError(
+            "an in-memory SQLite database cannot be shared by server processes: "
+            "give sqlite:///PATH of a new file"
+        )
+    if Path(url.database).exists():
+        raise argparse.ArgumentTypeError(
+            f"{url.database} exists: the demo only runs on a database of its own (a new file)"
+        )
+    return text
+
+
 def parse_args(argv: list[str]) -> DemoOptions:
     """Parse ``flashsale demo`` arguments (``argv`` without the program and command)."""
     parser = argparse.ArgumentParser(
         prog="flashsale demo",
         description=(
-            "Run a flash sale against a real Flashsale server on a fresh SQLite database: "
-            "a coupon rush, a limited-edition rush, and shopping with pay-later orders "
-            "(paid or abandoned), cancellations, cart checkouts and retried requests, "
-            "while the outbox relay delivers events to a data-platform stand-in that "
-            "fails some of them; then a report and the audit. Exits 1 if anything was "
-            "wrong."
+            "Run a flash sale against real Flashsale servers on a database of their own "
+            "(a fresh SQLite file by default, or a scratch database on a PostgreSQL "
+            "server): a coupon rush, a limited-edition rush, and shopping with pay-later "
+            "orders (paid or abandoned), cancellations, cart checkouts and retried "
+            "requests, spread over one or several instances, while the outbox relays "
+            "deliver events to a data-platform stand-in that fails some of them; then a "
+            "report (per instance, and database transactions per order) and the audit. "
+            "Exits 1 if anything was wrong."
         ),
     )
     parser.add_argument("--users", type=_positive_int, default=2000, help="users (default 2000)")
@@ -157,12 +224,35 @@ def parse_args(argv: list[str]) -> DemoOptions:
         help="duration of the shopping scenario in seconds (default 20)",
     )
     parser.add_argument(
-        "--workers", type=_positive_int, default=2, help="server worker processes (default 2)"
+        "--database-url",
+        type=_database_url,
+        default=None,
+        metavar="URL",
+        help="postgresql://user@host:port/db: run on a scratch database created on that "
+        "server (the named database is not written to) and dropped at the end; "
+        "sqlite:///PATH: a new SQLite file there (default: a SQLite file in a temporary "
+        "folder)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=_positive_int,
+        default=1,
+        help="server instances sharing the database, each request sent to the next one in "
+        "turn (default 1; PostgreSQL is the multi-instance setup, on SQLite they share one "
+        "file and its one write lock)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="worker processes per instance (default 2 with one instance, 1 with several)",
     )
     parser.add_argument(
         "--keep",
         action="store_true",
-        help="keep the temporary folder (databases and logs of the server and the data platform)",
+        help="keep the temporary folder (logs of the servers and the data platform, the "
+        "SQLite database) and the database (a PostgreSQL scratch database is not dropped; "
+        "its URL is printed)",
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -180,11 +270,16 @@ def parse_args(argv: list[str]) -> DemoOptions:
         help="fraction of event deliveries the data-platform stand-in fails (default 0.3)",
     )
     args = parser.parse_args(argv)
+    # With several instances the instances are the parallelism: two workers each would
+    # only add processes contending for the same cores.
+    workers = args.workers if args.workers is not None else (2 if args.instances == 1 else 1)
     return DemoOptions(
         users=args.users,
         concurrency=args.concurrency,
         seconds=args.seconds,
-        workers=args.workers,
+        workers=workers,
+        instances=args.instances,
+        database_url=args.database_url,
         keep=args.keep,
         seed=args.seed,
         progress=not args.no_progress,
@@ -233,13 +328,29 @@ class _Progress:
 
 @dataclass(frozen=True)
 class _Endpoints:
-    """Where the demo's processes are: base URLs and the database."""
+    """Where the demo's processes are: base URLs (one per instance) and the database."""
 
-    server_url: str
+    server_urls: tuple[str, ...]
     platform_url: str
-    database_url: str
+    database: _Database
     admin_email: str
     admin_password: str
+
+
+def _orders_since(world: World, count_before: int, instances: int) -> tuple[int, list[int]]:
+    """Orders the demo saw created after the first ``count_before``: in total and per
+    instance that placed them."""
+    per_instance = [0] * instances
+    new = list(world.orders.values())[count_before:]  # dicts keep insertion order
+    for order in new:
+        per_instance[order.instance] += 1
+    return len(new), per_instance
+
+
+def _successes_by_instance(stats: ScenarioStats, instances: int) -> list[int]:
+    return [
+        stats.by_instance[i].successes if i in stats.by_instance else 0 for i in range(instances)
+    ]
 
 
 async def _drive(
@@ -252,8 +363,14 @@ async def _drive(
     """
     rng = random.Random(seed)
     progress = _Progress(options.progress)
+    database = endpoints.database
+    pg = (
+        PgStats(database.server_url, database.scratch_name)
+        if database.server_url is not None and database.scratch_name is not None
+        else None
+    )
     try:
-        async with api_client(endpoints.server_url, max_connections=options.concurrency) as api:
+        async with api_client(endpoints.server_urls, max_connections=options.concurrency) as api:
             world = await seed_world(
                 api,
                 admin_email=endpoints.admin_email,
@@ -265,6 +382,11 @@ async def _drive(
                 progress=progress.bar,
             )
             result.seed_seconds = world.seconds
+            result.phases.append(("seeding", world.seconds))
+            probe = TransactionProbe(api, pg)
+            # Also lets pg_stat_database catch up with the seeding before the first rush.
+            result.idle = await probe.idle(IDLE_PROBE_S)
+            result.phases.append(("quiet shop", result.idle.seconds))
             mark = time.perf_counter()
             result.products = len(world.products)
             result.variants = world.variant_count
@@ -273,14 +395,33 @@ async def _drive(
             result.hold_stock = HOLD_STOCK
             result.lifecycle = world.lifecycle
 
+            instances = len(endpoints.server_urls)
+            await probe.start()
             rush = await coupon_rush(
                 api, world, concurrency=options.concurrency, rng=rng, progress=progress.bar
+            )
+            progress.close()
+            result.transactions.append(
+                await probe.stop(
+                    "coupon rush",
+                    "coupon",
+                    rush.successes,
+                    _successes_by_instance(rush, instances),
+                )
             )
             result.scenarios.append(rush)
             result.coupons_issued = sum(u.coupon_won for u in world.users)
 
+            await probe.start()
+            placed_before = len(world.orders)
             limited, sold, stock_left = await limited_rush(
                 api, world, concurrency=options.concurrency, rng=rng, progress=progress.bar
+            )
+            progress.close()
+            result.transactions.append(
+                await probe.stop(
+                    "limited rush", "order", *_orders_since(world, placed_before, instances)
+                )
             )
             result.scenarios.append(limited)
             result.limited_sold = sold
@@ -290,6 +431,8 @@ async def _drive(
 
             # The flash deal is held on a quiet server (the holds land well within the
             # deadline); its release runs alongside shopping, which fills the wait.
+            await probe.start()
+            placed_before = len(world.orders)
             hold_stats, held = await hold_flash_deal(
                 api, world, concurrency=options.concurrency, rng=rng
             )
@@ -312,11 +455,21 @@ async def _drive(
             result.scenarios.extend([shop.result(), release.result()])
             progress.close()
             traffic_end = time.perf_counter()
-            result.phases.append(("flash deal + shopping", traffic_end - mark))
+            result.transactions.append(
+                await probe.stop(
+                    "shopping + expiry release",
+                    "order",
+                    *_orders_since(world, placed_before, instances),
+                )
+            )
+            result.phases.append(("flash deal + shopping", time.perf_counter() - mark))
+            mark = time.perf_counter()
             await _after_traffic(api, world, endpoints, rng, result, traffic_end)
-            result.phases.append(("end checks", time.perf_counter() - traffic_end))
+            result.phases.append(("end checks", time.perf_counter() - mark))
     finally:
         progress.close()
+        if pg is not None:
+            pg.close()
 
 
 async def _after_traffic(
@@ -330,12 +483,13 @@ async def _after_traffic(
     """The end checks: expiries, stock, wallets and ranking while the relay catches up,
     then the orders, the keys and the stand-in's events against the database."""
     # No event is written after the traffic: expiry writes none, the checks only read.
-    written = await asyncio.to_thread(outbox_written, endpoints.database_url)
+    database_url = endpoints.database.url
+    written = await asyncio.to_thread(outbox_written, database_url)
     async with asyncio.TaskGroup() as group:
         relay = group.create_task(
             wait_for_relay(
                 api,
-                endpoints.server_url,
+                endpoints.server_urls,
                 endpoints.platform_url,
                 written=written,
                 since=traffic_end,
@@ -345,7 +499,7 @@ async def _after_traffic(
         group.create_task(_check_service(api, world, rng, result))
     waited = relay.result()
 
-    snapshot = await asyncio.to_thread(read_store, endpoints.database_url)
+    snapshot = await asyncio.to_thread(read_store, database_url)
     try:
         stored = await fetch_stored_events(api, endpoints.platform_url)
     except RuntimeError as exc:
@@ -486,16 +640,127 @@ def _log_errors(*logs: Path) -> list[str]:
     return findings
 
 
+@dataclass(frozen=True)
+class _Database:
+    """The demo's own database.
+
+    Attributes:
+        url: what the servers, the end checks and the audit use.
+        description: for the report.
+        server_url: the PostgreSQL server URL the user gave (None on SQLite): the
+            scratch database is created, read in ``pg_stat_database`` and dropped
+            through it.
+        scratch_name: the scratch database's name on that server.
+    """
+
+    url: str
+    description: str
+    server_url: str | None = None
+    scratch_name: str | None = None
+
+
+def _migrate(url: str) -> None:
+    """Bring the demo's database to the newest schema before any instance starts: the
+    instances' own start-up migration is then a no-op, so they can never race for it."""
+    try:
+        upgrade(url)
+    except SQLAlchemyError as exc:
+        raise DemoError(f"migrating the demo's database failed: {exc}") from exc
+
+
+def _hidden(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
 @contextmanager
-def _workdir(keep: bool) -> Iterator[Path]:
+def _sqlite_database(path: Path, description: str, *, remove: bool) -> Iterator[_Database]:
+    url = f"sqlite:///{path}"
+    try:
+        _migrate(url)
+        yield _Database(url, description)
+    finally:
+        if remove:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(OSError):
+                    Path(f"{path}{suffix}").unlink()
+
+
+@contextmanager
+def _postgres_database(server_url: str, keep: bool) -> Iterator[_Database]:
+    """A scratch database on the server of ``server_url``: created, migrated, yielded,
+    and dropped on the way out unless ``keep`` (then its URL is printed)."""
+    name = f"{SCRATCH_PREFIX}{secrets.token_hex(6)}"
+    where = make_url(server_url)
+    server = f"{where.host or 'localhost'}:{where.port or 5432}"
+    try:
+        url = create_database(server_url, name)
+    except SQLAlchemyError as exc:
+        raise DemoError(
+            f"cannot create a scratch database on the PostgreSQL server {_hidden(server_url)} "
+            f"(is it reachable, and may the user create databases?): {exc}"
+        ) from exc
+    try:
+        _migrate(url)
+        fate = "kept" if keep else "dropped at the end"
+        yield _Database(
+            url,
+            f"PostgreSQL {server}, scratch database {name} ({fate})",
+            server_url=server_url,
+            scratch_name=name,
+        )
+    finally:
+        if keep:
+            print(f"Kept the database {_hidden(url)}", file=sys.stderr)
+        else:
+            try:
+                drop_database(server_url, name)
+            except SQLAlchemyError as exc:
+                print(f"flashsale demo: could not drop {name}: {exc}", file=sys.stderr)
+
+
+@contextmanager
+def _demo_database(options: DemoOptions, workdir: Path) -> Iterator[_Database]:
+    """The demo's database as ``--database-url`` says (see the module docstring).
+
+    Raises:
+        DemoError: the scratch database cannot be created, or the migration failed.
+    """
+    if options.database_url is None:
+        with _sqlite_database(
+            workdir / "flashsale.db", "SQLite file in the temporary folder", remove=False
+        ) as database:
+            yield database
+        return
+    url = make_url(options.database_url)
+    if url.get_backend_name() == "sqlite":
+        assert url.database is not None  # checked by parse_args
+        with _sqlite_database(
+            Path(url.database),
+            f"SQLite file {url.database} ({'kept' if options.keep else 'removed at the end'})",
+            remove=not options.keep,
+        ) as database:
+            yield database
+        return
+    with _postgres_database(options.database_url, options.keep) as database:
+        yield database
+
+
+def _server_log(workdir: Path, index: int, instances: int) -> Path:
+    return workdir / ("server.log" if instances == 1 else f"server-{index + 1}.log")
+
+
+@contextmanager
+def _workdir(options: DemoOptions) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="flashsale-demo-"))
     try:
         yield path
     finally:
-        if keep:
+        if options.keep:
+            count = options.instances
+            logs = ", ".join(_server_log(path, i, count).name for i in range(count))
+            database = "flashsale.db, " if options.database_url is None else ""
             print(
-                f"Kept {path} (database flashsale.db, server.log, data-platform.db, "
-                "data-platform.log)",
+                f"Kept {path} ({database}{logs}, data-platform.db, data-platform.log)",
                 file=sys.stderr,
             )
         else:
@@ -505,25 +770,35 @@ def _workdir(keep: bool) -> Iterator[Path]:
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run the whole demo and return its result (the report is not printed).
 
-    The data platform and the server are stopped before this returns or raises.
+    The data platform and every instance are stopped, and a PostgreSQL scratch
+    database dropped (unless ``options.keep``), before this returns or raises.
 
     Raises:
-        ServerError: when the server or the data platform cannot be started.
-        DemoError: when seeding over HTTP fails.
+        ServerError: when an instance or the data platform cannot be started.
+        DemoError: when the database cannot be set up or seeding over HTTP fails.
     """
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
     result = DemoResult(
         users=options.users,
         concurrency=options.concurrency,
         workers=options.workers,
+        instances=options.instances,
         seconds=options.seconds,
         seed=seed,
         payment_timeout=options.payment_timeout,
         data_platform=DataPlatformResult(fail_rate=options.data_platform_fail_rate),
     )
-    with _workdir(options.keep) as workdir, ExitStack() as children:
-        started = time.perf_counter()
-        # Before the server: its relay posts events from the first paid order on.
+    started = time.perf_counter()
+    # Exits in reverse: the children stop before the database is dropped.
+    with (
+        _workdir(options) as workdir,
+        _demo_database(options, workdir) as database,
+        ExitStack() as children,
+    ):
+        result.database = database.description
+        result.phases.append(("database", time.perf_counter() - started))
+        mark = time.perf_counter()
+        # Before the servers: their relays post events from the first paid order on.
         platform = children.enter_context(
             DataPlatformProcess(
                 workdir / "data-platform.db",
@@ -532,32 +807,43 @@ def run_demo(options: DemoOptions) -> DemoResult:
                 log_path=workdir / "data-platform.log",
             )
         )
-        cfg = ServerEnv.in_folder(workdir, extra_env=_server_env(platform.events_url, options))
-        server = children.enter_context(
-            ServerProcess(
-                cfg.env,
-                workers=options.workers,
-                log_path=workdir / "server.log",
-                startup_timeout=60.0,
-            )
+        # One environment for all: the same database, JWT secret and admin, so a token
+        # from any instance works on every other.
+        cfg = ServerEnv.for_database(
+            database.url, extra_env=_server_env(platform.events_url, options)
         )
+        # One after another: each start waits until the instance is healthy.
+        servers = [
+            children.enter_context(
+                ServerProcess(
+                    cfg.env,
+                    workers=options.workers,
+                    log_path=_server_log(workdir, index, options.instances),
+                    startup_timeout=60.0,
+                )
+            )
+            for index in range(options.instances)
+        ]
+        server_urls = tuple(server.base_url for server in servers)
+        result.server_urls = list(server_urls)
         endpoints = _Endpoints(
-            server_url=server.base_url,
+            server_urls=server_urls,
             platform_url=platform.base_url,
-            database_url=cfg.database_url,
+            database=database,
             admin_email=cfg.admin_email,
             admin_password=cfg.admin_password,
         )
-        result.phases.append(("start", time.perf_counter() - started))
+        result.phases.append(("start", time.perf_counter() - mark))
         asyncio.run(_drive(endpoints, options, seed, result))
-        result.phases.insert(1, ("seeding", result.seed_seconds))
         mark = time.perf_counter()
-        # At rest, with the server still up: invariant 5 compares what it serves.
-        result.audit = _audit(cfg.database_url, [server.base_url])
+        # At rest, with the instances still up: invariant 5 compares what each serves.
+        result.audit = _audit(database.url, server_urls)
         result.phases.append(("audit", time.perf_counter() - mark))
         result.total_seconds = time.perf_counter() - started
-        children.close()  # stop both, so that their logs are complete
-        result.problems.extend(_log_errors(server.log_path, platform.log_path))
+        children.close()  # stop them all, so that their logs are complete
+        result.problems.extend(
+            _log_errors(*(server.log_path for server in servers), platform.log_path)
+        )
     _judge(result)
     return result
 
@@ -575,7 +861,8 @@ def main(argv: list[str]) -> int:
     try:
         result = run_demo(options)
     except KeyboardInterrupt:
-        print("\nInterrupted: the server and the data platform were stopped.", file=sys.stderr)
+        servers = "the server" if options.instances == 1 else f"the {options.instances} servers"
+        print(f"\nInterrupted: {servers} and the data platform were stopped.", file=sys.stderr)
         return 130
     except (ServerError, DemoError) as exc:
         print(f"flashsale demo: {exc}", file=sys.stderr)

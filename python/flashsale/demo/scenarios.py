@@ -18,6 +18,11 @@ catalog and the coupon, users sign up, log in and charge their wallets, then
     flash deal and nobody can buy it; alongside shopping, the payment deadline passes,
     the expiry sweeper puts the units back and other users buy them.
 
+With several instances the :class:`~flashsale.demo.client.ApiClient` sends each request
+to the next instance in turn, so one user's requests (even the two taps of a double
+tap, or an idempotent retry and its first send) land on different instances: every
+check below holds for the shop as a whole, and the ranking is checked on each instance.
+
 Each scenario checks what the client can see for itself (e.g. no user issued the
 coupon twice, ``paid_amount = total_amount - discount_amount``, a replay carries the
 first answer) and writes findings to its :class:`~flashsale.demo.client.ScenarioStats`
@@ -478,7 +483,7 @@ async def limited_rush(
             _note(stats, f"{user.email} bought {len(wins)} units (per-user limit 1)")
         for win in wins:
             if _check_order(stats, win, [(variant, 1)], coupon=False):
-                world.track(user, win.json_dict(), [(variant, 1)], "limited")
+                world.track(user, win.json_dict(), [(variant, 1)], "limited", instance=win.instance)
             sold += 1
         tick()
         if taps > 1:
@@ -697,7 +702,9 @@ class _Shopper:
         reply = await self.post("/orders", user, body)
         if reply.ok:
             if _check_order(self.stats, reply, lines, coupon=use_coupon):
-                order = self.world.track(user, reply.json_dict(), lines, "shopping")
+                order = self.world.track(
+                    user, reply.json_dict(), lines, "shopping", instance=reply.instance
+                )
                 self.world.cancellable.append(order)
         elif use_coupon:
             user.user_coupon_id = coupon_id  # refused: the coupon is still the user's
@@ -713,7 +720,7 @@ class _Shopper:
             return
         if not _check_order(self.stats, reply, lines, coupon=False, status="PENDING"):
             return
-        order = world.track(user, reply.json_dict(), lines, "shopping")
+        order = world.track(user, reply.json_dict(), lines, "shopping", instance=reply.instance)
         life.pending += 1
         if not pay:
             life.abandoned += 1
@@ -818,7 +825,9 @@ class _Shopper:
         order_reply = await self.post("/me/cart/checkout", user, {"pay": True})
         if order_reply.ok:
             if _check_order(stats, order_reply, lines, coupon=False):
-                order = self.world.track(user, order_reply.json_dict(), lines, "cart")
+                order = self.world.track(
+                    user, order_reply.json_dict(), lines, "cart", instance=order_reply.instance
+                )
                 self.world.cancellable.append(order)
             life.cart_checkouts += 1
             reply = await api.request("GET", "/me/cart", headers=user.headers, stats=stats)
@@ -935,7 +944,9 @@ async def hold_flash_deal(
         if reply.status != 201:
             _note(stats, f"holding {quantity} units: {reply.status} {reply.code}")
         elif _check_order(stats, reply, lines, coupon=False, status="PENDING"):
-            held.append(world.track(user, reply.json_dict(), lines, "hold"))
+            held.append(
+                world.track(user, reply.json_dict(), lines, "hold", instance=reply.instance)
+            )
 
     stats.start()
     await run_pool(
@@ -970,7 +981,11 @@ async def hold_flash_deal(
         if in_time:
             _note(stats, "an order got a unit while every unit was held (oversold)")
         if _check_order(stats, probe, probe_lines, coupon=False, status="PENDING"):
-            held.append(world.track(probe_user, probe.json_dict(), probe_lines, "hold"))
+            held.append(
+                world.track(
+                    probe_user, probe.json_dict(), probe_lines, "hold", instance=probe.instance
+                )
+            )
     elif probe.code != "OUT_OF_STOCK":
         _note(stats, f"an order of a held unit answered {probe.status} {probe.code}")
     else:
@@ -1065,7 +1080,7 @@ async def _resell(
             )
             if reply.ok:
                 if _check_order(stats, reply, lines, coupon=False):
-                    world.track(user, reply.json_dict(), lines, "resale")
+                    world.track(user, reply.json_dict(), lines, "resale", instance=reply.instance)
                 world.lifecycle.hold_resold += 1
                 return
             if reply.code == "OUT_OF_STOCK":
@@ -1181,33 +1196,44 @@ async def check_wallets(
 async def fetch_popular(
     api: ApiClient, world: World, *, limit: int = 5, settle_seconds: float = 10.0
 ) -> tuple[dict[str, Any], list[str]]:
-    """``GET /products/popular?limit&days=3`` once the ranking agrees with the paid orders.
+    """``GET /products/popular?limit&days=3`` once every instance's ranking agrees with
+    the paid orders.
 
-    Every worker process serves the ranking from its own memory, fed by order events,
-    so it may lag for a moment; this polls for up to ``settle_seconds`` until three
-    answers in a row show the client's own tally (product id and units of the orders
-    that stay PAID: cancelled sales leave the ranking), ties to the lower product id.
+    Every worker process of every instance serves the ranking from its own memory, fed
+    by order events (from other instances through the database), so it may lag for a
+    moment; this asks each instance in turn and polls for up to ``settle_seconds`` until
+    three rounds in a row show, on every instance, the client's own tally (product id
+    and units of the orders that stay PAID: cancelled sales leave the ranking), ties to
+    the lower product id.
 
-    Returns ``(last answer body, findings)``; findings are empty when it agreed.
+    Returns ``(last answer body, findings)``; findings are empty when it agreed, else
+    name the instance that did not.
     """
     expected = world.expected_top(limit)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settle_seconds
     agreeing = 0
     body: dict[str, Any] = {}
-    served: list[tuple[int, int]] = []
     while True:
-        reply = await api.request("GET", "/products/popular", params={"limit": limit, "days": 3})
-        body = reply.json_dict()
-        if not reply.ok:
-            return body, [f"GET /products/popular answered {reply.status} {reply.code}"]
-        items = body.get("items") or []
-        served = [(int(i["product_id"]), int(i["quantity"])) for i in items]
-        agreeing = agreeing + 1 if served == expected else 0
+        differing: list[str] = []
+        for instance in range(api.instances):
+            reply = await api.request(
+                "GET", "/products/popular", params={"limit": limit, "days": 3}, instance=instance
+            )
+            body = reply.json_dict()
+            where = f" on {api.server_urls[instance]}" if api.instances > 1 else ""
+            if not reply.ok:
+                return body, [f"GET /products/popular{where} answered {reply.status} {reply.code}"]
+            items = body.get("items") or []
+            served = [(int(i["product_id"]), int(i["quantity"])) for i in items]
+            if served != expected:
+                differing.append(
+                    f"popular ranking{where} {served} differs from the paid orders' "
+                    f"top {limit} {expected}"
+                )
+        agreeing = 0 if differing else agreeing + 1
         if agreeing >= 3:
             return body, []
         if loop.time() > deadline:
-            return body, [
-                f"popular ranking {served} differs from the paid orders' top {limit} {expected}"
-            ]
+            return body, differing
         await asyncio.sleep(0.2)

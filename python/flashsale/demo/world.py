@@ -115,6 +115,7 @@ class TrackedOrder:
         source: which part of the demo placed it.
         status: the status the demo expects now.
         was_paid: it was paid at some point (an ``order.paid`` event exists).
+        instance: index of the instance that placed it (answered the 201).
     """
 
     order_id: int
@@ -126,6 +127,7 @@ class TrackedOrder:
     source: OrderSource
     status: OrderStatus = "PENDING"
     was_paid: bool = False
+    instance: int = 0
 
 
 @dataclass(slots=True)
@@ -280,8 +282,11 @@ class World:
         body: dict[str, Any],
         lines: Sequence[tuple[CatalogVariant, int]],
         source: OrderSource,
+        *,
+        instance: int = 0,
     ) -> TrackedOrder:
-        """Record a 201 order body (``order_id``, ``status``, ``paid_amount``...).
+        """Record a 201 order body (``order_id``, ``status``, ``paid_amount``...) answered
+        by instance ``instance``.
 
         A PAID one is counted as paid at once (:meth:`paid`).
 
@@ -297,6 +302,7 @@ class World:
             user_coupon_id=body.get("user_coupon_id"),
             expires_at=parse_time(body.get("expires_at")),
             source=source,
+            instance=instance,
         )
         self.orders[order.order_id] = order
         if body.get("status") == "PAID":
