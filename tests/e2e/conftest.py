@@ -282,6 +282,17 @@ class ServerFactory:
         self.servers: list[LiveServer] = []
         self._cfg = ServerEnv.for_database(database_url)
 
+    @property
+    def database_url(self) -> str:
+        """The database every server of this factory shares."""
+        return self._cfg.database_url
+
+    @property
+    def jwt_secret(self) -> str:
+        """The JWT secret every server of this factory shares: tokens minted with it
+        (``flashsale.auth.security.create_access_token``) are valid on all of them."""
+        return self._cfg.env["FLASHSALE_JWT_SECRET"]
+
     def start(self, env: Mapping[str, str] | None = None, *, workers: int = 2) -> LiveServer:
         """A new server on the factory's database with ``env`` (``FLASHSALE_*``) added.
 
