@@ -87,6 +87,18 @@ class Reply:
         return self.body if isinstance(self.body, dict) else {}
 
 
+def _count(tally: InstanceTally | ScenarioStats, reply: Reply) -> None:
+    """Requests, statuses, latency, successes and error codes: what every tally counts."""
+    tally.requests += 1
+    tally.statuses[reply.status] += 1
+    if reply.status:
+        tally.latencies_ms.append(reply.latency_ms)
+    if reply.ok:
+        tally.successes += 1
+    else:
+        tally.codes[reply.code] += 1
+
+
 @dataclass
 class InstanceTally:
     """One instance's share of a scenario: what :class:`ScenarioStats` counts, for the
@@ -108,14 +120,7 @@ class InstanceTally:
 
     def record(self, reply: Reply) -> None:
         """Count one request's outcome."""
-        self.requests += 1
-        self.statuses[reply.status] += 1
-        if reply.status:
-            self.latencies_ms.append(reply.latency_ms)
-        if reply.ok:
-            self.successes += 1
-        else:
-            self.codes[reply.code] += 1
+        _count(self, reply)
 
     def latency(self, pct: float) -> float:
         """The ``pct``-th percentile latency in milliseconds (0.0 when nothing answered)."""
@@ -161,18 +166,11 @@ class ScenarioStats:
 
     def record(self, reply: Reply) -> None:
         """Count one request's outcome (in total and for the instance it was sent to)."""
-        self.requests += 1
-        self.statuses[reply.status] += 1
         tally = self.by_instance.get(reply.instance)
         if tally is None:
             tally = self.by_instance[reply.instance] = InstanceTally()
         tally.record(reply)
-        if reply.status:
-            self.latencies_ms.append(reply.latency_ms)
-        if reply.ok:
-            self.successes += 1
-        else:
-            self.codes[reply.code] += 1
+        _count(self, reply)
         if reply.status >= 500:
             self.server_errors += 1
         if (

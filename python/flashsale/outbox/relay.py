@@ -434,8 +434,13 @@ class OutboxRelay:
         """
         poll_s = self._settings.outbox_poll_s
         errors = 0
+        task = asyncio.current_task()
         try:
             while stop is None or not stop.is_set():
+                if task is not None and task.cancelling():
+                    # A cancellation that a library swallowed (seen on Python 3.11 while
+                    # deliveries were in flight) must still end the loop.
+                    raise asyncio.CancelledError
                 try:
                     await self.run_once()
                 except Exception as exc:
