@@ -41,16 +41,21 @@ LEASE_S = 1.5
 WAIT_S = 30.0
 
 RELAY_SCRIPT = """
-import asyncio, sys
+import asyncio, faulthandler, signal, sys
 from flashsale.db.engine import Database
 from flashsale.outbox.relay import OutboxRelay
 from flashsale.settings import Settings
 
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # every thread's stack, on demand
+
 async def main() -> None:
     settings = Settings()
     db = Database.from_settings(settings)
+    stop = asyncio.Event()
+    # Stopped as the app lifespan stops it: the round in progress ends, then run() returns.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
     try:
-        await OutboxRelay(db, settings, sys.argv[1]).run()
+        await OutboxRelay(db, settings, sys.argv[1]).run(stop)
     finally:
         await db.dispose()
 
@@ -177,8 +182,14 @@ def test_a_relay_killed_mid_delivery_loses_nothing(tmp_path: Path) -> None:
                 lambda: all(r.delivered_at is not None for r in rows()),
                 logs,
             )
-            relay2.send_signal(signal.SIGINT)  # graceful: cancels run()
-            relay2.wait(timeout=10)
+            relay2.send_signal(signal.SIGINT)  # graceful: sets run()'s stop event
+            try:
+                relay2.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                relay2.send_signal(signal.SIGUSR1)  # faulthandler: where is it stuck?
+                time.sleep(1.0)
+                stacks = relay2_log.read_text(errors="replace")[-6000:]
+                pytest.fail(f"relay-2 did not stop within 10 s of SIGINT\n{stacks}")
 
         final = rows()
         body = stats()

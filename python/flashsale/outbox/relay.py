@@ -61,6 +61,7 @@ import os
 import random
 import socket
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -276,6 +277,23 @@ async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def _run_to_completion(work: Coroutine[Any, Any, None]) -> None:
+    """Await ``work`` even if the caller is cancelled meanwhile, then pass the cancel on.
+
+    ``asyncio.shield`` alone would let the caller return while ``work`` still holds
+    a database connection: the process would then dispose its engines (or exit)
+    under a transaction in flight. A second cancellation stops the waiting.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("outbox: recording outcomes failed during shutdown", exc_info=error)
+        raise
+
+
 @dataclass(frozen=True)
 class _Outcome:
     ok: bool
@@ -466,7 +484,7 @@ class OutboxRelay:
         finally:
             # Also when cancelled (shutdown): keep what was learnt and release the
             # rest, so that no event waits for the lease to expire.
-            await asyncio.shield(self._record(events, outcomes))
+            await _run_to_completion(self._record(events, outcomes))
         return sum(o.ok for o in outcomes.values())
 
     async def _deliver(
