@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +28,8 @@ ROUTE = "/api/v1/products/{product_id}"
 REQUESTS = 40
 #: Requests at most, should the kernel hand the first 40 connections to one worker.
 MAX_REQUESTS = 400
+#: Seconds the per-worker files may take to show every request.
+SETTLE_S = 5.0
 
 
 def route_counts(text: str) -> Counter[str]:
@@ -77,11 +80,16 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path: Path) -> None:
                     r = client.get(f"/api/v1/products/{made + 1}")
                     assert r.status_code == 404, r.text  # no products: PRODUCT_NOT_FOUND
                     made += 1
-                workers = {
-                    pid: n
-                    for pid, n in per_worker_counts(folder, tmp_path / f"scratch{made}").items()
-                    if n
-                }
+                # A worker observes a request's latency just after sending the response:
+                # the last few observations may land a moment after the client has them.
+                deadline = time.monotonic() + SETTLE_S
+                while True:
+                    scratch = tmp_path / f"scratch{made}-{time.monotonic_ns()}"
+                    counts = per_worker_counts(folder, scratch)
+                    if sum(counts.values()) == made or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                workers = {pid: n for pid, n in counts.items() if n}
             scrape = client.get("/metrics", headers={"X-Request-ID": "scrape-1"})
             assert scrape.headers["X-Request-ID"] == "scrape-1"
             scraped = route_counts(scrape.text)
