@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from flashsale.db.engine import Database
+from flashsale.settings import Settings
+
 from .support import Api, expect
 
 pytestmark = pytest.mark.anyio
@@ -18,14 +21,17 @@ async def test_readyz(api: Api) -> None:
 
 
 async def test_readyz_without_a_database(api: Api) -> None:
-    await api.state.db.dispose()
-    api.sql("SELECT 1")  # the file is there; make the engine point nowhere instead
-    from flashsale.db.engine import Database
-    from flashsale.settings import Settings
+    """Nothing answers where the database should be: 503, on either backend's pass.
 
-    broken = Settings(database_url="sqlite:////nonexistent-dir/x.db", environment="test")
+    PostgreSQL on a port where nothing listens: the connection is refused at once
+    (and no aiosqlite thread outlives the test's event loop, as a failed SQLite
+    open's would).
+    """
+    unreachable = Settings(
+        database_url="postgresql://flashsale@127.0.0.1:1/absent", environment="test"
+    )
     db = api.state.db
-    api.state.db = Database.from_settings(broken)
+    api.state.db = Database.from_settings(unreachable)
     try:
         r = await api.client.get("/readyz")
         assert r.status_code == 503
