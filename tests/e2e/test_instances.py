@@ -1210,7 +1210,14 @@ async def test_ranking_follows_sales_and_cancellations_across_instances(
                 cancelled.describe()
             )
             del sales[lonely_id]
-            await propagation_s("a cancellation on A reaches B", reads, [b], sales, cancelled.at)
+            # A's other worker learns it the same way as B's workers do.
+            await propagation_s(
+                "a cancellation on A reaches B (and A's other worker)",
+                reads,
+                [a, b],
+                sales,
+                cancelled.at,
+            )
             assert all(
                 products[4]["id"] not in {p for p, _, _ in top}
                 for _, top in await served_tops(reads, [a, b])
