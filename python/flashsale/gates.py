@@ -17,12 +17,14 @@ database then confirms every grant with a conditional write. Rules:
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flashsale import CouponGate, IssueResult, StockPool
 from flashsale.db.models import coupons, user_coupons, variants
@@ -31,12 +33,43 @@ from flashsale.metrics import GATE_REJECTIONS
 
 Line = tuple[int, int]
 CouponTerms = tuple[datetime | None, datetime | None, int]
+#: A refusal a coupon gate can give from memory (:meth:`CouponIssueGate.refusal`).
+Refusal = Literal["ALREADY_ISSUED", "SOLD_OUT", "STALE"]
 
 # Rejections answered by a gate, before any database write (bound once: hot path).
 _STOCK_SHORT = GATE_REJECTIONS.labels(gate="stock", reason="out_of_stock")
 _STOCK_CONTENDED = GATE_REJECTIONS.labels(gate="stock", reason="contended")
 _COUPON_SOLD_OUT = GATE_REJECTIONS.labels(gate="coupon", reason="sold_out")
 _COUPON_HELD = GATE_REJECTIONS.labels(gate="coupon", reason="already_issued")
+
+
+class _SingleFlight:
+    """One database re-read per key at a time: callers that need the same re-read
+    while it runs await that one instead of starting their own.
+
+    In a rush thousands of requests per second meet the same stale "sold out"; without
+    this each would read the database at once, every freshness period.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Future[None]] = {}
+
+    async def run(self, key: Hashable, read: Callable[[], Awaitable[None]]) -> None:
+        """Run ``read()`` for ``key`` unless one is running; await it either way.
+
+        Raises:
+            whatever ``read()`` raised, to every caller that awaited it.
+        """
+        running = self._running.get(key)
+        if running is None:
+            running = asyncio.ensure_future(read())
+            self._running[key] = running
+            running.add_done_callback(lambda _done: self._running.pop(key, None))
+        # Shielded: a caller that goes away does not cancel the others' re-read.
+        await asyncio.shield(running)
+
+
+Reader = async_sessionmaker[AsyncSession]
 
 
 class StockGate:
@@ -46,6 +79,7 @@ class StockGate:
         self.pool = StockPool()
         self.freshness_s = freshness_s
         self._synced_at: dict[int, float] = {}
+        self._rereads = _SingleFlight()
 
     def learn(self, variant_id: int, stock: int) -> None:
         """Learn the database's stock of a variant (units, ≥ 0)."""
@@ -117,6 +151,40 @@ class StockGate:
         _STOCK_CONTENDED.inc()
         return lines[0][0], self.pool.available(lines[0][0])
 
+    def shortfall(self, lines: Sequence[Line]) -> Line | Literal["STALE"] | None:
+        """What this process knows of ``lines`` without reserving anything or asking
+        the database: the first ``(variant_id, available)`` that is short, ``"STALE"``
+        when a short variant's local value is older than the freshness bound (re-read
+        it with :meth:`reread`), ``None`` when the lines may succeed or a variant has
+        not been loaded here.
+
+        This is what lets a flash crowd's losers be answered before any session opens.
+        """
+        now = time.monotonic()
+        stale = False
+        for variant_id, quantity in lines:
+            if variant_id not in self.pool:
+                return None
+            available = self.pool.available(variant_id)
+            if available < quantity:
+                if now - self._synced_at.get(variant_id, 0.0) > self.freshness_s:
+                    stale = True
+                else:
+                    _STOCK_SHORT.inc()
+                    return variant_id, available
+        return "STALE" if stale else None
+
+    async def reread(self, reader: Reader, variant_ids: Iterable[int]) -> None:
+        """Re-read the stock of ``variant_ids`` in a read-only session of ``reader``;
+        concurrent calls for the same variants share one read."""
+        ids = tuple(sorted(set(variant_ids)))
+
+        async def read() -> None:
+            async with reader() as session:
+                await self.refresh(session, ids)
+
+        await self._rereads.run(ids, read)
+
     def release(self, lines: Sequence[Line]) -> None:
         """Give units back: a reservation the database did not confirm, or units a
         cancellation or expiry released. Variants this process has never loaded are
@@ -142,6 +210,7 @@ class CouponIssueGate:
         self.gate = CouponGate()
         self.freshness_s = freshness_s
         self._synced_at: dict[int, float] = {}
+        self._rereads = _SingleFlight()
         #: Immutable issue terms per coupon: ``(issue_starts_at, issue_ends_at, valid_days)``.
         self.terms: dict[int, CouponTerms] = {}
 
@@ -179,6 +248,39 @@ class CouponIssueGate:
         if held is not None:
             self.gate.mark_issued(coupon_id, user_id)
         return True
+
+    def refusal(self, coupon_id: int, user_id: int) -> Refusal | None:
+        """What this process can answer from memory alone, without reserving anything:
+        ``ALREADY_ISSUED``, or ``SOLD_OUT`` while the local count is fresh (checked in
+        the order of :meth:`try_issue`); ``STALE`` for a "sold out" older than the
+        freshness bound (re-read it with :meth:`reread`); ``None`` when the request
+        may succeed or the coupon is unknown here.
+        """
+        if coupon_id not in self.gate:
+            return None
+        if self.gate.issued_to(coupon_id, user_id) > 0:
+            _COUPON_HELD.inc()
+            return "ALREADY_ISSUED"
+        if self.gate.remaining(coupon_id) <= 0:
+            if time.monotonic() - self._synced_at.get(coupon_id, 0.0) > self.freshness_s:
+                return "STALE"
+            _COUPON_SOLD_OUT.inc()
+            return "SOLD_OUT"
+        return None
+
+    async def reread(self, reader: Reader, coupon_id: int) -> None:
+        """Re-read a coupon's remaining count in a read-only session of ``reader``;
+        concurrent calls for the same coupon share one read."""
+
+        async def read() -> None:
+            async with reader() as session:
+                row = (
+                    await session.execute(select(*_COUPON_COLUMNS).where(coupons.c.id == coupon_id))
+                ).first()
+            if row is not None:
+                self.configure(coupon_id, row[1], (row[2], row[3], row[4]))
+
+        await self._rereads.run(coupon_id, read)
 
     async def terms_of(self, session: AsyncSession, coupon_id: int, user_id: int) -> CouponTerms:
         """The coupon's issue terms, loaded on first use.

@@ -26,8 +26,9 @@ from flashsale import __version__
 from flashsale.admin.router import router as admin_router
 from flashsale.api.background import Maintenance, follow_order_events, run_every, stop_tasks
 from flashsale.api.deps import State
+from flashsale.api.edge import GateEdgeMiddleware
 from flashsale.api.idempotency import IdempotentReplay
-from flashsale.api.observability import configure_logging, install_observability
+from flashsale.api.observability import RouteTemplates, configure_logging, install_observability
 from flashsale.api.responses import error_body
 from flashsale.api.retry import TransactionRetryMiddleware
 from flashsale.api.state import AppState
@@ -176,7 +177,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inside the observability middleware (added after it = outside): a retried request
     # is timed and logged once.
     app.add_middleware(TransactionRetryMiddleware)
-    install_observability(app)
+    # Between the two: a refusal from the gates is timed and logged, and skips the
+    # retry middleware's body buffering.
+    routes = RouteTemplates(app)
+    app.add_middleware(GateEdgeMiddleware, routes=routes)
+    install_observability(app, routes)
 
     for router in (
         auth_router,

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from flashsale.api.state import AppState
 from flashsale.auth.security import Principal, decode_access_token
@@ -25,6 +26,13 @@ async def get_state(request: Request) -> AppState:
 
 
 State = Annotated[AppState, Depends(get_state)]
+
+
+def app_state(request: Request) -> AppState:
+    """This process's :class:`AppState`, for routes that take ``request`` instead of the
+    :data:`State` dependency (the hot routes: one dependency less to solve)."""
+    state: AppState = request.app.state.flashsale
+    return state
 
 
 async def write_session(state: State) -> AsyncIterator[AsyncSession]:
@@ -43,21 +51,28 @@ async def read_session(state: State) -> AsyncIterator[AsyncSession]:
 WriteSession = Annotated[AsyncSession, Depends(write_session, scope="function")]
 ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
 
-_bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
+class BearerPrincipal(OAuth2PasswordBearer):
+    """``Authorization: Bearer <JWT>`` → the caller's :class:`Principal`.
 
-async def current_principal(
-    state: State, token: Annotated[str | None, Depends(_bearer)]
-) -> Principal:
-    """The caller of a request with ``Authorization: Bearer``.
+    One dependency that reads the header and verifies the token: FastAPI solves it
+    with nothing but the request, so the hot routes (coupon issue, orders) pay one
+    dependency for authentication. It stays an OAuth2 security scheme, so the
+    OpenAPI document and ``/docs`` show which routes need a token.
 
     Raises:
         Unauthenticated: no token, or an invalid or expired one (401).
     """
-    if not token:
-        raise Unauthenticated()
-    return decode_access_token(token, state.settings.jwt_secret.get_secret_value())
 
+    async def __call__(self, request: HTTPConnection) -> Principal:  # type: ignore[override]
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        if not token or scheme.lower() != "bearer":
+            raise Unauthenticated()
+        state: AppState = request.app.state.flashsale
+        return decode_access_token(token, state.settings.jwt_secret.get_secret_value())
+
+
+current_principal = BearerPrincipal(tokenUrl="/api/v1/auth/token")
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 

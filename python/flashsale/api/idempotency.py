@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
@@ -41,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flashsale.api.deps import CurrentUser, State
 from flashsale.api.responses import error_body
+from flashsale.api.state import AppState
 from flashsale.db.models import idempotency_keys
 from flashsale.db.session import transaction
 from flashsale.db.types import utcnow
@@ -176,32 +178,51 @@ async def _finish(state: State, key_id: int, error: BaseException | None) -> Non
             await session.execute(_FORGET, {"p_id": key_id})
 
 
-async def idempotency(
-    request: Request,
-    user: CurrentUser,
-    state: State,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-    ] = None,
+@asynccontextmanager
+async def idempotent(
+    request: Request, state: AppState, user_id: int, key: str | None
 ) -> AsyncIterator[IdempotencyGuard]:
-    """The request's :class:`IdempotencyGuard` (declare it BEFORE ``WriteSession``).
+    """The request's :class:`IdempotencyGuard`, around the request's write transaction.
+
+    Open it before the write transaction and close it after (``async with
+    idempotent(...) as guard, transaction(...) as session``): the key's own short
+    transactions then never run while the request holds the process's single
+    SQLite write connection.
 
     Raises:
         IdempotentReplay, IdempotencyKeyReused (422), IdempotencyKeyInUse (409).
     """
-    if idempotency_key is None:
+    if key is None:
         yield IdempotencyGuard(None)
         return
     print_ = fingerprint(request.method, request.url.path, await request.body())
-    guard = IdempotencyGuard(await _claim(state, user.user_id, idempotency_key, print_, utcnow()))
+    guard = IdempotencyGuard(await _claim(state, user_id, key, print_, utcnow()))
     assert guard.key_id is not None
     try:
         yield guard
     except BaseException as exc:
         await _finish(state, guard.key_id, exc)
         raise
-    if not guard.stored:  # e.g. the body failed validation after this dependency ran
+    if not guard.stored:  # e.g. the body failed validation after the key was claimed
         await _finish(state, guard.key_id, None)
+
+
+#: The ``Idempotency-Key`` header (1–255 characters), documented in the OpenAPI schema.
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+]
+
+
+async def idempotency(
+    request: Request, user: CurrentUser, state: State, idempotency_key: IdempotencyKey = None
+) -> AsyncIterator[IdempotencyGuard]:
+    """:func:`idempotent` as a dependency (declare it BEFORE ``WriteSession``).
+
+    Raises:
+        IdempotentReplay, IdempotencyKeyReused (422), IdempotencyKeyInUse (409).
+    """
+    async with idempotent(request, state, user.user_id, idempotency_key) as guard:
+        yield guard
 
 
 Idempotency = Annotated[IdempotencyGuard, Depends(idempotency, scope="function")]

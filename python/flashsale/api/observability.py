@@ -116,6 +116,18 @@ class RouteTemplates:
             entry = self._learn(route)
         return entry[1]
 
+    def route(self, template: str) -> object | None:
+        """The route whose full template is ``template`` (None if there is none): what a
+        middleware that answers for a route puts in ``scope["route"]``."""
+        for route, path in self._templates.values():
+            if path == template:
+                return route
+        self._templates = _route_templates(self._app.routes)
+        for route, path in self._templates.values():
+            if path == template:
+                return route
+        return None
+
     def _learn(self, route: object) -> tuple[object, str]:
         self._templates = _route_templates(self._app.routes)
         entry = self._templates.get(id(route))
@@ -302,13 +314,13 @@ async def _metrics() -> Response:
     return Response(body, media_type=content_type)
 
 
-def install_observability(app: FastAPI) -> None:
+def install_observability(app: FastAPI, routes: RouteTemplates | None = None) -> None:
     """Add :class:`ObservabilityMiddleware` and ``GET /metrics`` to ``app``.
 
     Call it before the app starts (Starlette refuses middleware afterwards).
     Middleware added later sits outside this one and does not see the request id.
     """
-    app.add_middleware(ObservabilityMiddleware, routes=RouteTemplates(app))
+    app.add_middleware(ObservabilityMiddleware, routes=routes or RouteTemplates(app))
     app.add_api_route(
         "/metrics",
         _metrics,

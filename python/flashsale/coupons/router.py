@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
-from flashsale.api.deps import CurrentUser, PathId, ReadSession, State, WriteSession
-from flashsale.api.idempotency import Idempotency
+from flashsale.api.deps import CurrentUser, PathId, ReadSession, app_state
+from flashsale.api.idempotency import IdempotencyKey, idempotent
 from flashsale.coupons import service
 from flashsale.coupons.schemas import CouponOut, IssueOut, MyCouponOut
+from flashsale.db.session import transaction
+from flashsale.db.types import utcnow
 
 router = APIRouter(tags=["coupons"])
 
@@ -20,12 +22,26 @@ async def get_coupon(coupon_id: PathId, session: ReadSession) -> CouponOut:
 
 @router.post("/coupons/{coupon_id}/issue", status_code=status.HTTP_201_CREATED)
 async def issue_coupon(
-    coupon_id: PathId, user: CurrentUser, idem: Idempotency, session: WriteSession, state: State
+    coupon_id: PathId, user: CurrentUser, request: Request, idempotency_key: IdempotencyKey = None
 ) -> IssueOut:
     """Claim one coupon; the answer is final (409 ``COUPON_SOLD_OUT``,
-    ``COUPON_ALREADY_ISSUED``, ``COUPON_NOT_ISSUABLE``)."""
-    issued = await service.issue(session, state.coupon_gate, coupon_id, user.user_id)
-    return await idem.succeeded(session, issued, status.HTTP_201_CREATED)
+    ``COUPON_ALREADY_ISSUED``, ``COUPON_NOT_ISSUABLE``).
+
+    The flash crowd's losers are answered from the gate before any database session
+    is opened; a request with an ``Idempotency-Key`` goes to the database first, so
+    that a retry replays the first answer.
+    """
+    state = app_state(request)
+    if idempotency_key is None:
+        await service.refuse_early(
+            state.coupon_gate, state.db.read_session, coupon_id, user.user_id, utcnow()
+        )
+    async with (
+        idempotent(request, state, user.user_id, idempotency_key) as idem,
+        transaction(state.db.write_session) as session,
+    ):
+        issued = await service.issue(session, state.coupon_gate, coupon_id, user.user_id)
+        return await idem.succeeded(session, issued, status.HTTP_201_CREATED)
 
 
 @router.get("/me/coupons")

@@ -28,7 +28,7 @@ from flashsale.errors import (
     CouponSoldOut,
     FlashsaleError,
 )
-from flashsale.gates import CouponIssueGate
+from flashsale.gates import CouponIssueGate, Reader
 from flashsale.metrics import COUPON_ISSUES, observe_coupon_issue
 
 # Built once (the issue path's statements run under the flash crowd).
@@ -106,6 +106,43 @@ def issue_window_open(starts: datetime | None, ends: datetime | None, now: datet
 
 
 _ISSUED = COUPON_ISSUES.labels(outcome="issued")
+
+
+async def refuse_early(
+    gate: CouponIssueGate, reader: Reader, coupon_id: int, user_id: int, now: datetime
+) -> None:
+    """Answer a hopeless issue request from this process's memory, before any write
+    session opens.
+
+    Checks, in the order of :func:`issue`, only what the gate knows: the issue window
+    of a coupon already loaded, then the gate's ``ALREADY_ISSUED``/``SOLD_OUT``. A
+    "sold out" older than the freshness bound is re-read first (one read-only query
+    shared by every request that meets it, in a session of ``reader``). Returns when
+    the request may succeed (or the gate cannot tell); :func:`issue` then decides
+    with the database. Refusals are counted like :func:`issue`'s.
+
+    Raises:
+        CouponNotIssuable, CouponAlreadyIssued, CouponSoldOut (409).
+    """
+    terms = gate.terms.get(coupon_id)
+    if terms is None:
+        return
+    error: FlashsaleError | None = None
+    starts, ends, _valid_days = terms
+    if not issue_window_open(starts, ends, now):
+        error = CouponNotIssuable(coupon_id=coupon_id, issue_starts_at=starts, issue_ends_at=ends)
+    else:
+        refusal = gate.refusal(coupon_id, user_id)
+        if refusal == "STALE":
+            await gate.reread(reader, coupon_id)
+            refusal = gate.refusal(coupon_id, user_id)
+        if refusal == "ALREADY_ISSUED":
+            error = CouponAlreadyIssued(coupon_id=coupon_id)
+        elif refusal == "SOLD_OUT":
+            error = CouponSoldOut(coupon_id=coupon_id)
+    if error is not None:
+        observe_coupon_issue(error.code)
+        raise error
 
 
 async def issue(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from flashsale.api.deps import (
     CurrentUser,
@@ -12,10 +12,12 @@ from flashsale.api.deps import (
     ReadSession,
     State,
     WriteSession,
+    app_state,
     decode_cursor,
     encode_cursor,
 )
-from flashsale.api.idempotency import Idempotency
+from flashsale.api.idempotency import Idempotency, IdempotencyKey, idempotent
+from flashsale.db.session import transaction
 from flashsale.orders import service
 from flashsale.orders.schemas import OrderIn, OrderOut, OrderPage
 
@@ -24,18 +26,30 @@ router = APIRouter(tags=["orders"])
 
 @router.post("/orders", status_code=status.HTTP_201_CREATED)
 async def create_order(
-    body: OrderIn, user: CurrentUser, idem: Idempotency, session: WriteSession, state: State
+    body: OrderIn, user: CurrentUser, request: Request, idempotency_key: IdempotencyKey = None
 ) -> OrderOut:
-    """Order several lines; pay from the wallet in the same transaction unless ``pay`` is false."""
-    order = await service.place_order(
-        session,
-        state.stock_gate,
-        state.ranking,
-        user.user_id,
-        body,
-        payment_timeout_s=state.settings.order_payment_timeout_s,
-    )
-    return await idem.succeeded(session, order, status.HTTP_201_CREATED)
+    """Order several lines; pay from the wallet in the same transaction unless ``pay`` is false.
+
+    An order the stock gate knows to be hopeless is answered ``OUT_OF_STOCK`` before
+    any database session is opened (without an ``Idempotency-Key``: with one, the
+    database is asked first so that a retry replays the first answer).
+    """
+    state = app_state(request)
+    if idempotency_key is None:
+        await service.refuse_early(state.stock_gate, state.db.read_session, body)
+    async with (
+        idempotent(request, state, user.user_id, idempotency_key) as idem,
+        transaction(state.db.write_session) as session,
+    ):
+        order = await service.place_order(
+            session,
+            state.stock_gate,
+            state.ranking,
+            user.user_id,
+            body,
+            payment_timeout_s=state.settings.order_payment_timeout_s,
+        )
+        return await idem.succeeded(session, order, status.HTTP_201_CREATED)
 
 
 @router.post("/orders/{order_id}/payment")

@@ -63,7 +63,7 @@ from flashsale.errors import (
     VariantNotFound,
     VariantRequired,
 )
-from flashsale.gates import StockGate
+from flashsale.gates import Reader, StockGate
 from flashsale.metrics import observe_order
 from flashsale.orders.schemas import OrderIn, OrderItemOut, OrderOut, PaymentOut
 from flashsale.outbox.events import ORDER_CANCELLED, ORDER_PAID, add_order_event
@@ -283,6 +283,36 @@ async def _check_purchase_limits(
             raise PurchaseLimitExceeded(
                 product_id=product_id, limit=limit, already=already, requested=wanted[product_id]
             )
+
+
+async def refuse_early(gate: StockGate, reader: Reader, body: OrderIn) -> None:
+    """Answer an order the stock gate knows to be hopeless, before any write session.
+
+    Only lines naming a ``variant_id`` are looked at (a ``product_id``-only line needs
+    the database to find its variant). A shortfall older than the freshness bound is
+    re-read first (one read-only query shared by the requests that meet it, in a
+    session of ``reader``); a fresh one answers ``OUT_OF_STOCK`` with the same details
+    as :func:`place_order`. Returns when the order may succeed or the gate cannot
+    tell. Refusals are counted like :func:`place_order`'s.
+
+    Raises:
+        OutOfStock: a variant has fewer units than asked, as this process knows (409).
+    """
+    lines = [(line.variant_id, line.quantity) for line in body.items if line.variant_id is not None]
+    if len(lines) != len(body.items) or len({v for v, _ in lines}) != len(lines):
+        return  # resolved (and refused if invalid) by place_order
+    lines.sort()
+    short = gate.shortfall(lines)
+    if short == "STALE":
+        await gate.reread(reader, [v for v, _ in lines])
+        short = gate.shortfall(lines)
+    if isinstance(short, tuple):
+        variant_id, available = short
+        error = OutOfStock(
+            variant_id=variant_id, requested=dict(lines)[variant_id], available=available
+        )
+        observe_order(error.code)
+        raise error
 
 
 async def place_order(

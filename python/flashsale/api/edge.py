@@ -1,0 +1,175 @@
+"""The flash crowd's losers, answered at the edge of the app.
+
+In a rush nearly every request is hopeless: the coupon is gone, the limited item
+sold out. :class:`GateEdgeMiddleware` answers those from this process's C++
+gates before FastAPI routes the request, solves dependencies or opens a database
+session, so a refusal costs about what a health check costs. It looks at two
+routes only:
+
+- ``POST /api/v1/coupons/{coupon_id}/issue`` → the coupon gate
+  (:func:`flashsale.coupons.service.refuse_early`: issue window, already issued,
+  sold out);
+- ``POST /api/v1/orders`` → the stock gate
+  (:func:`flashsale.orders.service.refuse_early`: a fresh shortfall).
+
+It answers only what the full route would answer the same way: a request with an
+``Idempotency-Key`` (a retry must replay the first answer, which is in the
+database), a missing or invalid token, a body that does not validate, or anything
+the gate cannot tell goes on to the route unchanged, body included. The answer is
+the route's: the same status, error body and route label in the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flashsale.api.observability import RouteTemplates
+from flashsale.api.responses import error_body
+from flashsale.api.state import AppState
+from flashsale.auth.security import decode_access_token
+from flashsale.coupons.service import refuse_early as refuse_coupon
+from flashsale.db.types import MAX_ID, utcnow
+from flashsale.errors import FlashsaleError
+from flashsale.orders.schemas import OrderIn
+from flashsale.orders.service import refuse_early as refuse_order
+
+__all__ = ["GateEdgeMiddleware"]
+
+log = logging.getLogger(__name__)
+
+_COUPON_ISSUE = re.compile(r"/api/v1/coupons/([1-9][0-9]{0,18})/issue")
+_ORDERS = "/api/v1/orders"
+_COUPON_TEMPLATE = "/api/v1/coupons/{coupon_id}/issue"
+#: Larger bodies go to the route, which applies its own limits.
+_MAX_BODY = 64 * 1024
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class GateEdgeMiddleware:
+    """Pure ASGI middleware: refuse hopeless coupon issues and orders from the gates.
+
+    Args:
+        app: the wrapped ASGI app (the routes that answer everything else).
+        routes: the app's route templates, so that a refusal is labelled in the
+            metrics with the route that would have answered it.
+    """
+
+    def __init__(self, app: ASGIApp, routes: RouteTemplates) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        coupon = _COUPON_ISSUE.fullmatch(path)
+        if coupon is None and path != _ORDERS:
+            await self.app(scope, receive, send)
+            return
+        user_id = _caller(scope)
+        if user_id is None:
+            await self.app(scope, receive, send)
+            return
+        state: AppState = scope["app"].state.flashsale
+        try:
+            if coupon is not None:
+                template = _COUPON_TEMPLATE
+                coupon_id = int(coupon.group(1))
+                if coupon_id <= MAX_ID:
+                    await refuse_coupon(
+                        state.coupon_gate, state.db.read_session, coupon_id, user_id, utcnow()
+                    )
+            else:
+                template = _ORDERS
+                body, complete = await _read_body(receive)
+                receive = _replay(body, complete, receive)
+                if complete:
+                    await _refuse_order(state, body)
+        except FlashsaleError as error:
+            scope["route"] = self.routes.route(template)
+            await _answer(send, error)
+            return
+        except Exception:  # a failed re-read of the gate: the route decides, and reports it
+            log.debug("edge gate check failed; passing %s on to the route", path, exc_info=True)
+        await self.app(scope, receive, send)
+
+
+def _caller(scope: Scope) -> int | None:
+    """The user id of a valid bearer token, or None when the route must decide: no
+    token, a bad one, or an ``Idempotency-Key`` (its answer may be stored)."""
+    token = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+        elif name == b"idempotency-key":
+            return None
+    if not token:
+        return None
+    state: AppState = scope["app"].state.flashsale
+    try:
+        return decode_access_token(token, state.settings.jwt_secret.get_secret_value()).user_id
+    except FlashsaleError:
+        return None
+
+
+async def _refuse_order(state: AppState, body: bytes) -> None:
+    try:
+        order = OrderIn.model_validate_json(body)
+    except ValidationError:
+        return  # the route answers 422 with its own error details
+    await refuse_order(state.stock_gate, state.db.read_session, order)
+
+
+async def _answer(send: Send, error: FlashsaleError) -> None:
+    payload = json.dumps(
+        error_body(error.code, error.message, error.details), separators=(",", ":")
+    ).encode()
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The request body and whether it is complete (at most ``_MAX_BODY`` bytes read)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+        if size > _MAX_BODY:
+            return b"".join(chunks), False
+
+
+def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
+    """A ``receive`` that hands out what was read of the body, then (``complete``
+    false) the rest from the real one."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            message: dict[str, Any] = {
+                "type": "http.request",
+                "body": body,
+                "more_body": not complete,
+            }
+            return message
+        return await receive()
+
+    return replayed

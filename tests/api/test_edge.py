@@ -1,0 +1,153 @@
+"""Refusals answered from the gates before any database session (the flash crowd's
+losers): same status and body as the full route, no session opened, and everything
+the edge cannot answer the same way (an Idempotency-Key, a bad token, a bad body)
+still gets the route's answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from flashsale.metrics import REQUEST_LATENCY
+
+from .support import Api, StartApp, expect
+
+pytestmark = pytest.mark.anyio
+
+
+class _CountingFactory:
+    """Stands in for a session factory and counts the sessions opened through it."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self.factory = factory
+        self.opened = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AsyncSession:
+        self.opened += 1
+        return self.factory(*args, **kwargs)
+
+
+@contextmanager
+def counting_sessions(api: Api) -> Iterator[tuple[_CountingFactory, _CountingFactory]]:
+    """Count the write and read sessions the app opens inside the block."""
+    db = api.state.db
+    write, read = _CountingFactory(db.write_session), _CountingFactory(db.read_session)
+    db.write_session, db.read_session = write, read  # type: ignore[assignment]
+    try:
+        yield write, read
+    finally:
+        db.write_session, db.read_session = write.factory, read.factory
+
+
+def _latency_count(route: str, status: str) -> float:
+    for metric in REQUEST_LATENCY.collect():
+        for sample in metric.samples:
+            if (
+                sample.name.endswith("_count")
+                and sample.labels.get("route") == route
+                and sample.labels.get("status") == status
+            ):
+                return sample.value
+    return 0.0
+
+
+async def test_sold_out_and_held_coupons_are_refused_without_a_session(api: Api) -> None:
+    coupon = await api.coupon(total_quantity=1)
+    holder, late = await api.user(), await api.user()
+    await api.issue(holder, coupon["id"])
+    before = api.snapshot()
+    route = "/api/v1/coupons/{coupon_id}/issue"
+    counted = _latency_count(route, "409")
+    with counting_sessions(api) as (write, read):
+        sold_out = expect(await api.post(f"/coupons/{coupon['id']}/issue", late), 409)
+        held = expect(await api.post(f"/coupons/{coupon['id']}/issue", holder), 409)
+    assert (write.opened, read.opened) == (0, 0)
+    assert sold_out == {
+        "code": "COUPON_SOLD_OUT",
+        "message": "Coupon sold out",
+        "details": {"coupon_id": coupon["id"]},
+    }
+    assert held["code"] == "COUPON_ALREADY_ISSUED"
+    assert _latency_count(route, "409") == counted + 2  # labelled with the route
+    assert api.snapshot() == before
+
+
+async def test_an_order_the_gate_knows_is_short_opens_no_session(api: Api) -> None:
+    user = await api.user(balance=100_000)
+    p = await api.product((1_000, 1), (2_000, 5))
+    short, plenty = (v["id"] for v in p["variants"])
+    before = api.snapshot()
+    with counting_sessions(api) as (write, read):
+        err = expect(await api.order(user, (plenty, 1), (short, 2)), 409, "OUT_OF_STOCK")
+    assert (write.opened, read.opened) == (0, 0)
+    assert err["details"] == {"variant_id": short, "requested": 2, "available": 1}
+    assert api.snapshot() == before
+    expect(await api.order(user, (plenty, 1), (short, 1)), 201)  # admitted: the route runs
+
+
+async def test_what_the_edge_cannot_answer_goes_to_the_route(api: Api) -> None:
+    user = await api.user(balance=100_000)
+    coupon = await api.coupon(total_quantity=1)
+    await api.issue(user, coupon["id"])
+    p = await api.product((1_000, 1))
+    v = p["variants"][0]["id"]
+    path = f"/coupons/{coupon['id']}/issue"
+    # No token, or a bad one: the route's 401.
+    expect(await api.client.post("/api/v1" + path), 401, "UNAUTHENTICATED")
+    bad = {"Authorization": "Bearer not-a-token"}
+    expect(await api.client.post("/api/v1" + path, headers=bad), 401, "UNAUTHENTICATED")
+    # A body the route refuses with 422 stays a 422 with the route's details.
+    body = {"items": [{"variant_id": v, "quantity": 2}], "pay": "yes"}
+    err = expect(await api.post("/orders", user, json=body), 422, "VALIDATION_ERROR")
+    assert any(e["loc"][-1] == "pay" for e in err["details"]["errors"])
+    # With an Idempotency-Key the refusal is stored and replayed by the route.
+    keyed = {**user.headers, "Idempotency-Key": "edge-1"}
+    first = await api.client.post("/api/v1" + path, headers=keyed)
+    again = await api.client.post("/api/v1" + path, headers=keyed)
+    expect(first, 409, "COUPON_ALREADY_ISSUED")
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+
+
+async def test_a_stale_sold_out_is_reread_once_for_everyone(start_app: StartApp) -> None:
+    async with start_app(gate_freshness_s=0.2) as api:
+        coupon = await api.coupon(total_quantity=1)
+        await api.issue(await api.user(), coupon["id"])
+        users = [await api.user() for _ in range(20)]
+        await anyio.sleep(0.3)  # the local "sold out" is older than the bound now
+        codes: list[str] = []
+        with counting_sessions(api) as (write, read):
+            async with anyio.create_task_group() as tg:
+                for user in users:
+
+                    async def one(user: Any = user) -> None:
+                        r = await api.post(f"/coupons/{coupon['id']}/issue", user)
+                        codes.append(expect(r, 409)["code"])
+
+                    tg.start_soon(one)
+        assert codes == ["COUPON_SOLD_OUT"] * 20
+        assert (write.opened, read.opened) == (0, 1)
+
+
+async def test_a_stale_sold_out_sees_a_restock_elsewhere(start_app: StartApp) -> None:
+    async with start_app(gate_freshness_s=0.2) as api:
+        user = await api.user(balance=100_000)
+        p = await api.product((1_000, 1))
+        v = p["variants"][0]["id"]
+        expect(await api.order(user, (v, 1)), 201)
+        expect(await api.order(user, (v, 1)), 409, "OUT_OF_STOCK")
+        api.sql("UPDATE variants SET stock = stock + 2 WHERE id = :v", v=v)
+        api.sql(
+            "INSERT INTO inventory_movements (variant_id, kind, quantity, order_id, created_at) "
+            "SELECT :v, 'RESTOCK', 2, NULL, created_at FROM products WHERE id = :p",
+            v=v,
+            p=p["id"],
+        )
+        await anyio.sleep(0.3)
+        expect(await api.order(user, (v, 2)), 201)
+        api.assert_audit_ok()
