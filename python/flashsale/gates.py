@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flashsale import CouponGate, IssueResult, StockPool
@@ -71,6 +71,10 @@ class _SingleFlight:
 
 Reader = async_sessionmaker[AsyncSession]
 
+_STOCK_OF_VARIANTS = select(variants.c.id, variants.c.stock).where(
+    variants.c.id.in_(bindparam("p_ids", expanding=True))
+)
+
 
 class StockGate:
     """Stock admission for order lines ``[(variant_id, quantity), ...]``."""
@@ -93,14 +97,10 @@ class StockGate:
             self.learn(variant_id, stock)
         return len(rows)
 
-    async def refresh(self, session: AsyncSession, variant_ids: Iterable[int]) -> set[int]:
+    def refresh(self, conn: Connection, variant_ids: Iterable[int]) -> set[int]:
         """Re-read the given variants from the database; returns the ids that exist."""
         ids = sorted(set(variant_ids))
-        rows = (
-            await session.execute(
-                select(variants.c.id, variants.c.stock).where(variants.c.id.in_(ids))
-            )
-        ).all()
+        rows = conn.execute(_STOCK_OF_VARIANTS, {"p_ids": ids}).all()
         for variant_id, stock in rows:
             self.learn(variant_id, stock)
         return {row[0] for row in rows}
@@ -116,14 +116,14 @@ class StockGate:
                 stale.append(variant_id)
         return stale
 
-    async def reserve(self, session: AsyncSession, lines: Sequence[Line]) -> Line | None:
+    def reserve(self, conn: Connection, lines: Sequence[Line]) -> Line | None:
         """Try to hold ``lines`` in the gate.
 
         Returns ``None`` when admitted (the caller must :meth:`release` if the
         database refuses or the transaction fails), or the first
         ``(variant_id, available)`` that is short. Variants unknown to the gate,
         and short ones whose local value is older than the freshness bound, are
-        re-read from ``session`` before the answer.
+        re-read from ``conn`` before the answer.
 
         Raises:
             flashsale.errors.VariantNotFound: a variant does not exist.
@@ -131,7 +131,7 @@ class StockGate:
         unknown = [variant_id for variant_id, _ in lines if variant_id not in self.pool]
         if unknown:
             # Created by another process since start-up, or not a variant at all.
-            found = await self.refresh(session, unknown)
+            found = self.refresh(conn, unknown)
             missing = [v for v in unknown if v not in found]
             if missing:
                 raise VariantNotFound(variant_id=missing[0])
@@ -139,7 +139,7 @@ class StockGate:
             return None
         stale = self._stale_shortfalls(lines)
         if stale:
-            await self.refresh(session, stale)
+            self.refresh(conn, stale)
             if self.pool.try_reserve(lines):
                 return None
         for variant_id, quantity in lines:
@@ -181,7 +181,7 @@ class StockGate:
 
         async def read() -> None:
             async with reader() as session:
-                await self.refresh(session, ids)
+                await session.run_sync(lambda sync: self.refresh(sync.connection(), ids))
 
         await self._rereads.run(ids, read)
 
@@ -200,6 +200,12 @@ _COUPON_COLUMNS = (
     coupons.c.issue_starts_at,
     coupons.c.issue_ends_at,
     coupons.c.valid_days,
+)
+
+
+_COUPON_ROW = select(*_COUPON_COLUMNS).where(coupons.c.id == bindparam("p_coupon"))
+_HOLDER = select(user_coupons.c.id).where(
+    user_coupons.c.coupon_id == bindparam("p_coupon"), user_coupons.c.user_id == bindparam("p_user")
 )
 
 
@@ -231,20 +237,12 @@ class CouponIssueGate:
             self.gate.mark_issued(coupon_id, user_id)
         return len(rows)
 
-    async def _refresh(self, session: AsyncSession, coupon_id: int, user_id: int) -> bool:
-        row = (
-            await session.execute(select(*_COUPON_COLUMNS).where(coupons.c.id == coupon_id))
-        ).first()
+    def _refresh(self, conn: Connection, coupon_id: int, user_id: int) -> bool:
+        row = conn.execute(_COUPON_ROW, {"p_coupon": coupon_id}).first()
         if row is None:
             return False
         self.configure(coupon_id, row[1], (row[2], row[3], row[4]))
-        held = (
-            await session.execute(
-                select(user_coupons.c.id).where(
-                    user_coupons.c.coupon_id == coupon_id, user_coupons.c.user_id == user_id
-                )
-            )
-        ).first()
+        held = conn.execute(_HOLDER, {"p_coupon": coupon_id, "p_user": user_id}).first()
         if held is not None:
             self.gate.mark_issued(coupon_id, user_id)
         return True
@@ -274,15 +272,13 @@ class CouponIssueGate:
 
         async def read() -> None:
             async with reader() as session:
-                row = (
-                    await session.execute(select(*_COUPON_COLUMNS).where(coupons.c.id == coupon_id))
-                ).first()
+                row = (await session.execute(_COUPON_ROW, {"p_coupon": coupon_id})).first()
             if row is not None:
                 self.configure(coupon_id, row[1], (row[2], row[3], row[4]))
 
         await self._rereads.run(coupon_id, read)
 
-    async def terms_of(self, session: AsyncSession, coupon_id: int, user_id: int) -> CouponTerms:
+    def terms_of(self, conn: Connection, coupon_id: int, user_id: int) -> CouponTerms:
         """The coupon's issue terms, loaded on first use.
 
         Raises:
@@ -290,12 +286,12 @@ class CouponIssueGate:
         """
         terms = self.terms.get(coupon_id)
         if terms is None:
-            if not await self._refresh(session, coupon_id, user_id):
+            if not self._refresh(conn, coupon_id, user_id):
                 raise CouponNotFound(coupon_id=coupon_id)
             terms = self.terms[coupon_id]
         return terms
 
-    async def try_issue(self, session: AsyncSession, coupon_id: int, user_id: int) -> IssueResult:
+    def try_issue(self, conn: Connection, coupon_id: int, user_id: int) -> IssueResult:
         """Admit or refuse one issue request.
 
         ``ISSUED`` means admitted: the caller must confirm it in the database and
@@ -305,14 +301,14 @@ class CouponIssueGate:
         Raises:
             flashsale.errors.CouponNotFound: unknown coupon.
         """
-        if coupon_id not in self.gate and not await self._refresh(session, coupon_id, user_id):
+        if coupon_id not in self.gate and not self._refresh(conn, coupon_id, user_id):
             raise CouponNotFound(coupon_id=coupon_id)
         result = self.gate.try_issue(coupon_id, user_id)
         if (
             result == IssueResult.SOLD_OUT
             and time.monotonic() - self._synced_at.get(coupon_id, 0.0) > self.freshness_s
         ):
-            await self._refresh(session, coupon_id, user_id)
+            self._refresh(conn, coupon_id, user_id)
             result = self.gate.try_issue(coupon_id, user_id)
         if result == IssueResult.SOLD_OUT:
             _COUPON_SOLD_OUT.inc()

@@ -43,6 +43,7 @@ __all__ = [
     "ORDERS",
     "REQUEST_LATENCY",
     "UNMATCHED_ROUTE",
+    "WRITER_BATCH_SIZE",
     "multiprocess_dir",
     "observe_coupon_issue",
     "observe_order",
@@ -106,6 +107,13 @@ DB_RETRIES = Counter(
     ("sqlstate",),
 )
 """Label ``sqlstate``: ``40P01`` (deadlock detected) or ``40001`` (serialization failure)."""
+
+WRITER_BATCH_SIZE = Histogram(
+    "flashsale_writer_batch_size",
+    "Operations committed together by the group-commit writer, per transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+"""How many admitted writes (orders, coupon issues) share one commit."""
 
 # Series that exist from start-up with 0, so that rate() and absence alerts work
 # before the first event of each kind.

@@ -51,6 +51,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -66,13 +67,14 @@ from flashsale.db.migrate import upgrade
 from flashsale.db.models import order_items, orders, products
 from flashsale.db.session import transaction
 from flashsale.db.types import utcnow
+from flashsale.db.writer import run_in_session
 from flashsale.errors import FlashsaleError
 from flashsale.gates import CouponIssueGate, StockGate
 from flashsale.orders.schemas import OrderIn, OrderLineIn
 from flashsale.orders.service import cancel_order, expire_overdue, pay_order, place_order
 from flashsale.ranking.service import RankingService
 from flashsale.settings import Settings
-from flashsale.wallet.service import MAX_CHARGE, charge
+from flashsale.wallet.service import MAX_CHARGE, charge_op
 
 #: Password of every seeded user (satisfies the sign-up rule).
 SEEDED_PASSWORD = "Seeded-shopper-1!"
@@ -419,7 +421,9 @@ class _Seeder:
                     hash_cost=self.settings.password_hash_cost,
                 )
                 opening = self.rng.choice((200_000, 500_000, 1_000_000))
-                await charge(session, user_id, opening, now=at)
+                await run_in_session(
+                    session, partial(charge_op, user_id=user_id, amount=opening, now=at)
+                )
             shopper = Shopper(user_id, self.rng.lognormvariate(0, 1), opening)
             for coupon_id in coupon_ids:
                 if self.rng.random() < 0.5:
@@ -444,7 +448,9 @@ class _Seeder:
         async with transaction(self.db.write_session) as session:
             while shopper.balance < needed:
                 amount = min(MAX_CHARGE, max(100_000, needed - shopper.balance))
-                _tx, shopper.balance, _at = await charge(session, shopper.user_id, amount, now=at)
+                _tx, shopper.balance, _at = await run_in_session(
+                    session, partial(charge_op, user_id=shopper.user_id, amount=amount, now=at)
+                )
 
     async def place(self, event: _Event, shopper: Shopper) -> None:
         total = sum(self.price[v] * q for v, q in event.lines)

@@ -87,7 +87,9 @@ async def follow_order_events(state: AppState) -> int:
     async with state.db.read_session() as session:
         followed = await state.ranking.poll(session)
         if followed.variant_ids:
-            await state.stock_gate.refresh(session, followed.variant_ids)
+            await session.run_sync(
+                lambda sync: state.stock_gate.refresh(sync.connection(), followed.variant_ids)
+            )
     return followed.recorded
 
 

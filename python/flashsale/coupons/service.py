@@ -10,6 +10,7 @@ admission is revoked and the gate learns the database's answer.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
@@ -19,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flashsale import IssueResult
 from flashsale.coupons.schemas import CouponIn, CouponOut, IssueOut, MyCouponOut
 from flashsale.db.models import coupons, user_coupons
-from flashsale.db.session import after_commit, after_rollback
 from flashsale.db.types import utcnow
+from flashsale.db.writer import Tx, run_in_session
 from flashsale.errors import (
     CouponAlreadyIssued,
     CouponNotFound,
@@ -153,7 +154,21 @@ async def issue(
     *,
     now: datetime | None = None,
 ) -> IssueOut:
-    """Issue one coupon to ``user_id``, first come first served.
+    """:func:`issue_op` in ``session``'s transaction (``flashsale seed``, tests)."""
+    return await run_in_session(
+        session, partial(issue_op, gate=gate, coupon_id=coupon_id, user_id=user_id, now=now)
+    )
+
+
+def issue_op(
+    tx: Tx,
+    *,
+    gate: CouponIssueGate,
+    coupon_id: int,
+    user_id: int,
+    now: datetime | None = None,
+) -> IssueOut:
+    """Issue one coupon to ``user_id``, first come first served (a writer operation).
 
     ``now`` (UTC) defaults to the current time; ``flashsale seed`` passes past times.
 
@@ -167,26 +182,25 @@ async def issue(
         CouponSoldOut: none left (409).
     """
     try:
-        issued = await _issue(session, gate, coupon_id, user_id, utcnow() if now is None else now)
+        issued = _issue(tx, gate, coupon_id, user_id, utcnow() if now is None else now)
     except FlashsaleError as exc:
         observe_coupon_issue(exc.code)
         raise
-    after_commit(session, _ISSUED.inc)
+    tx.after_commit(_ISSUED.inc)
     return issued
 
 
-async def _issue(
-    session: AsyncSession, gate: CouponIssueGate, coupon_id: int, user_id: int, now: datetime
-) -> IssueOut:
-    starts, ends, valid_days = await gate.terms_of(session, coupon_id, user_id)
+def _issue(tx: Tx, gate: CouponIssueGate, coupon_id: int, user_id: int, now: datetime) -> IssueOut:
+    conn = tx.conn
+    starts, ends, valid_days = gate.terms_of(conn, coupon_id, user_id)
     if not issue_window_open(starts, ends, now):
         raise CouponNotIssuable(coupon_id=coupon_id, issue_starts_at=starts, issue_ends_at=ends)
-    result = await gate.try_issue(session, coupon_id, user_id)
+    result = gate.try_issue(conn, coupon_id, user_id)
     if result == IssueResult.ALREADY_ISSUED:
         raise CouponAlreadyIssued(coupon_id=coupon_id)
     if result == IssueResult.SOLD_OUT:
         raise CouponSoldOut(coupon_id=coupon_id)
-    after_rollback(session, lambda: gate.revoke(coupon_id, user_id))
+    tx.after_rollback(lambda: gate.revoke(coupon_id, user_id))
 
     # The unique (coupon, user) insert comes first so that a holder hears
     # ALREADY_ISSUED even once the coupon is sold out.
@@ -199,13 +213,12 @@ async def _issue(
         "expires_at": expires_at,
     }
     try:
-        user_coupon_id: int = (await session.execute(_INSERT_USER_COUPON, row)).scalar_one()
+        user_coupon_id: int = conn.execute(_INSERT_USER_COUPON, row).scalar_one()
     except IntegrityError as exc:
-        after_rollback(session, lambda: gate.learn_issued(coupon_id, user_id))
+        tx.after_rollback(lambda: gate.learn_issued(coupon_id, user_id))
         raise CouponAlreadyIssued(coupon_id=coupon_id) from exc
-    counted = (await session.execute(_COUNT_ISSUE, {"p_coupon": coupon_id})).first()
-    if counted is None:
-        after_rollback(session, lambda: gate.learn_sold_out(coupon_id))
+    if conn.execute(_COUNT_ISSUE, {"p_coupon": coupon_id}).first() is None:
+        tx.after_rollback(lambda: gate.learn_sold_out(coupon_id))
         raise CouponSoldOut(coupon_id=coupon_id)
     return IssueOut(
         user_coupon_id=user_coupon_id,

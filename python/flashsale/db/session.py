@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,13 @@ _COMMIT = "flashsale.after_commit"
 _ROLLBACK = "flashsale.after_rollback"
 
 
-def after_commit(session: AsyncSession, hook: Callable[[], None]) -> None:
-    """Run ``hook`` once the request's transaction has committed."""
+def after_commit(session: AsyncSession | Session, hook: Callable[[], None]) -> None:
+    """Run ``hook`` once the request's transaction has committed (``session`` is the
+    request's session, or its sync side inside ``run_sync``: they share ``info``)."""
     session.info.setdefault(_COMMIT, []).append(hook)
 
 
-def after_rollback(session: AsyncSession, hook: Callable[[], None]) -> None:
+def after_rollback(session: AsyncSession | Session, hook: Callable[[], None]) -> None:
     """Run ``hook`` if the request's transaction rolls back (or its commit fails)."""
     session.info.setdefault(_ROLLBACK, []).append(hook)
 

@@ -14,6 +14,11 @@ concurrent orders cannot deadlock:
 5. after commit the sale is recorded in this process's ranking; after a
    rollback the gate's reservation is released and corrected from the database.
 
+:func:`place_order` runs three steps: validate (lines, variants, sale windows,
+purchase limits), price (items, coupon discount, balance) and write (the
+conditional writes and their ledger rows). The rules are pure functions in
+:mod:`flashsale.orders.rules`, the SQL is in :mod:`flashsale.orders.repository`.
+
 Pay-later orders are PENDING and hold stock and coupon until ``expires_at``;
 payment, cancellation and expiry change the status with conditional updates
 (``WHERE status = ...``), so each order ends in exactly one final state even
@@ -25,173 +30,37 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flashsale.catalog.service import sale_is_open
-from flashsale.coupons.service import compute_discount
-from flashsale.db.models import (
-    coupons,
-    inventory_movements,
-    order_items,
-    orders,
-    payments,
-    products,
-    user_coupons,
-    variants,
-    wallets,
-)
-from flashsale.db.session import after_commit, after_rollback
 from flashsale.db.types import utcnow
+from flashsale.db.writer import Tx, run_in_session
 from flashsale.errors import (
-    CouponMinOrderNotMet,
     CouponNotUsable,
     FlashsaleError,
-    InsufficientBalance,
     OrderNotCancellable,
     OrderNotFound,
     OrderNotPayable,
     OutOfStock,
     ProductNotFound,
-    PurchaseLimitExceeded,
-    SaleNotOpen,
     ValidationFailed,
-    VariantNotFound,
     VariantRequired,
 )
 from flashsale.gates import Reader, StockGate
 from flashsale.metrics import observe_order
+from flashsale.orders import repository, rules
 from flashsale.orders.schemas import OrderIn, OrderItemOut, OrderOut, PaymentOut
 from flashsale.outbox.events import ORDER_CANCELLED, ORDER_PAID, add_order_event
 from flashsale.ranking.service import RankingService
 from flashsale.wallet.service import debit, refund
 
-#: Orders holding units against the per-user purchase limit.
-HOLDING_STATUSES = ("PAID", "PENDING")
 
-# The order path's statements are built once and executed with parameters:
-# building a Core statement (and its cache key) costs several times more than
-# running it on SQLite.
-_LOCK_WALLET = (
-    select(wallets.c.balance).where(wallets.c.user_id == bindparam("p_user")).with_for_update()
-)
-_ORDER_VARIANTS = (
-    select(
-        variants.c.id,
-        variants.c.name.label("variant_name"),
-        variants.c.price,
-        variants.c.product_id,
-        products.c.name.label("product_name"),
-        products.c.sale_starts_at,
-        products.c.sale_ends_at,
-        products.c.per_user_limit,
-    )
-    .join(products, products.c.id == variants.c.product_id)
-    .where(variants.c.id.in_(bindparam("p_ids", expanding=True)))
-    .order_by(variants.c.id)
-)
-_HELD_UNITS = (
-    select(order_items.c.product_id, func.sum(order_items.c.quantity))
-    .join(orders, orders.c.id == order_items.c.order_id)
-    .where(
-        orders.c.user_id == bindparam("p_user"),
-        orders.c.status.in_(HOLDING_STATUSES),
-        order_items.c.product_id.in_(bindparam("p_products", expanding=True)),
-    )
-    .group_by(order_items.c.product_id)
-)
-_USER_COUPON = (
-    select(
-        user_coupons.c.user_id,
-        user_coupons.c.status,
-        user_coupons.c.expires_at,
-        coupons.c.discount_type,
-        coupons.c.discount_value,
-        coupons.c.max_discount_amount,
-        coupons.c.min_order_amount,
-    )
-    .join(coupons, coupons.c.id == user_coupons.c.coupon_id)
-    .where(user_coupons.c.id == bindparam("p_user_coupon"))
-)
-_INSERT_ORDER = insert(orders).returning(orders.c.id)
-_TAKE_STOCK = (
-    update(variants)
-    .where(variants.c.id == bindparam("p_variant"), variants.c.stock >= bindparam("p_quantity"))
-    .values(stock=variants.c.stock - bindparam("p_quantity"))
-    .returning(variants.c.stock)
-)
-_STOCK_OF = select(variants.c.stock).where(variants.c.id == bindparam("p_variant"))
-_USE_COUPON = (
-    update(user_coupons)
-    .where(user_coupons.c.id == bindparam("p_user_coupon"), user_coupons.c.status == "ISSUED")
-    .values(status="USED", used_at=bindparam("p_now"), order_id=bindparam("p_order"))
-    .returning(user_coupons.c.id)
-)
-_INSERT_PAYMENT = insert(payments).returning(payments.c.id)
-_LOCK_ORDER = (
-    select(orders)
-    .where(orders.c.id == bindparam("p_order"), orders.c.user_id == bindparam("p_user"))
-    .with_for_update()
-)
-_MARK_PAID = (
-    update(orders)
-    .where(
-        orders.c.id == bindparam("p_order"),
-        orders.c.status == "PENDING",
-        orders.c.expires_at > bindparam("p_now"),
-    )
-    .values(status="PAID", paid_at=bindparam("p_now"))
-    .returning(*orders.c)
-)
-_MARK_CANCELLED = (
-    update(orders)
-    .where(orders.c.id == bindparam("p_order"), orders.c.status == bindparam("p_status"))
-    .values(status="CANCELLED", cancelled_at=bindparam("p_now"))
-    .returning(*orders.c)
-)
-_MARK_EXPIRED = (
-    update(orders)
-    .where(
-        orders.c.id == bindparam("p_order"),
-        orders.c.status == "PENDING",
-        orders.c.expires_at <= bindparam("p_now"),
-    )
-    .values(status="EXPIRED")
-    .returning(orders.c.id)
-)
-_OVERDUE = (
-    select(orders.c.id, orders.c.user_coupon_id)
-    .where(orders.c.status == "PENDING", orders.c.expires_at <= bindparam("p_now"))
-    .order_by(orders.c.expires_at, orders.c.id)
-    .limit(bindparam("p_limit"))
-)
-_ORDER_LINES = (
-    select(order_items.c.variant_id, order_items.c.product_id, order_items.c.quantity)
-    .where(order_items.c.order_id == bindparam("p_order"))
-    .order_by(order_items.c.variant_id)
-)
-_PUT_BACK_STOCK = (
-    update(variants)
-    .where(variants.c.id == bindparam("p_variant"))
-    .values(stock=variants.c.stock + bindparam("p_quantity"))
-)
-# The coupon goes back to its holder: ISSUED while still valid, else EXPIRED.
-_RETURN_COUPON = (
-    update(user_coupons)
-    .where(user_coupons.c.id == bindparam("p_user_coupon"), user_coupons.c.status == "USED")
-    .values(
-        status=case((user_coupons.c.expires_at > bindparam("p_now"), "ISSUED"), else_="EXPIRED"),
-        used_at=None,
-        order_id=None,
-    )
-)
-
-
-async def resolve_lines(session: AsyncSession, body: OrderIn) -> list[tuple[int, int]]:
+def resolve_lines(conn: Connection, body: OrderIn) -> list[tuple[int, int]]:
     """``[(variant_id, quantity)]`` sorted by variant id.
 
     A line with only ``product_id`` names that product's single variant.
@@ -206,17 +75,7 @@ async def resolve_lines(session: AsyncSession, body: OrderIn) -> list[tuple[int,
         variant_id = line.variant_id
         if variant_id is None:
             assert line.product_id is not None
-            ids = (
-                (
-                    await session.execute(
-                        select(variants.c.id)
-                        .where(variants.c.product_id == line.product_id)
-                        .limit(2)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            ids = repository.variants_of_product(conn, line.product_id)
             if not ids:
                 raise ProductNotFound(product_id=line.product_id)
             if len(ids) > 1:
@@ -227,62 +86,6 @@ async def resolve_lines(session: AsyncSession, body: OrderIn) -> list[tuple[int,
     if len(set(seen)) != len(seen):
         raise ValidationFailed("A variant may appear at most once per order", field="items")
     return sorted(lines)
-
-
-def _check_named_products(body: OrderIn, product_of: dict[int, int]) -> None:
-    """A line naming both ``variant_id`` and ``product_id`` must name a variant of that product.
-
-    Raises:
-        ValidationFailed: they disagree (422).
-    """
-    for line in body.items:
-        if (
-            line.variant_id is not None
-            and line.product_id is not None
-            and product_of[line.variant_id] != line.product_id
-        ):
-            raise ValidationFailed(
-                "variant_id is not a variant of product_id",
-                field="items",
-                variant_id=line.variant_id,
-                product_id=line.product_id,
-            )
-
-
-def _apply_coupon(coupon: Any, user_id: int, total: int, now: datetime) -> int:
-    """Discount (KRW) of a user coupon row joined with its coupon, after the rules.
-
-    Raises:
-        CouponNotUsable: not the caller's, not ISSUED, or expired (409).
-        CouponMinOrderNotMet: ``total`` below the coupon's minimum (409).
-    """
-    if coupon is None or coupon.user_id != user_id:
-        raise CouponNotUsable("Coupon not found for this user")
-    if coupon.status != "ISSUED":
-        raise CouponNotUsable(f"Coupon is {coupon.status}", status=coupon.status)
-    if coupon.expires_at <= now:
-        raise CouponNotUsable("Coupon has expired", expires_at=coupon.expires_at.isoformat())
-    if total < coupon.min_order_amount:
-        raise CouponMinOrderNotMet(min_order_amount=coupon.min_order_amount, total_amount=total)
-    return compute_discount(
-        total, coupon.discount_type, coupon.discount_value, coupon.max_discount_amount
-    )
-
-
-async def _check_purchase_limits(
-    session: AsyncSession, user_id: int, rows: Sequence[Any], wanted: dict[int, int]
-) -> None:
-    limits = {r.product_id: r.per_user_limit for r in rows if r.per_user_limit is not None}
-    if not limits:
-        return
-    result = await session.execute(_HELD_UNITS, {"p_user": user_id, "p_products": sorted(limits)})
-    held = {product_id: quantity for product_id, quantity in result}
-    for product_id, limit in sorted(limits.items()):
-        already = int(held.get(product_id, 0))
-        if already + wanted[product_id] > limit:
-            raise PurchaseLimitExceeded(
-                product_id=product_id, limit=limit, already=already, requested=wanted[product_id]
-            )
 
 
 async def refuse_early(gate: StockGate, reader: Reader, body: OrderIn) -> None:
@@ -325,34 +128,37 @@ async def place_order(
     payment_timeout_s: int = 600,
     now: datetime | None = None,
 ) -> OrderOut:
-    """Create an order (see :func:`_place_order`), counted in ``flashsale_orders_total``."""
-    try:
-        order = await _place_order(
-            session, gate, ranking, user_id, body, payment_timeout_s=payment_timeout_s, now=now
-        )
-    except FlashsaleError as exc:
-        observe_order(exc.code)
-        raise
-    after_commit(session, partial(observe_order, order.status))
-    return order
+    """:func:`place_order_op` in ``session``'s transaction (a cart checkout, which
+    empties the cart in the order's transaction; ``flashsale seed``)."""
+    op = partial(
+        place_order_op,
+        gate=gate,
+        ranking=ranking,
+        user_id=user_id,
+        body=body,
+        payment_timeout_s=payment_timeout_s,
+        now=now,
+    )
+    return await run_in_session(session, op)
 
 
-async def _place_order(
-    session: AsyncSession,
+def place_order_op(
+    tx: Tx,
+    *,
     gate: StockGate,
     ranking: RankingService,
     user_id: int,
     body: OrderIn,
-    *,
-    payment_timeout_s: int,
-    now: datetime | None,
+    payment_timeout_s: int = 600,
+    now: datetime | None = None,
 ) -> OrderOut:
-    """Create an order in the request's transaction; pay it at once unless ``body.pay`` is false.
+    """Create an order; pay it at once unless ``body.pay`` is false (a writer operation).
 
     A paid order debits the wallet, writes its PAYMENT and its ``order.paid``
     outbox event. A pay-later order is PENDING: it holds its stock and coupon
-    until ``expires_at = now + payment_timeout_s`` (DESIGN §5). ``now`` (UTC)
-    defaults to the current time; ``flashsale seed`` passes past times.
+    until ``expires_at = now + payment_timeout_s``. ``now`` (UTC) defaults to the
+    current time; ``flashsale seed`` passes past times. Counted in
+    ``flashsale_orders_total`` (a refusal by its code, an order once committed).
 
     Raises:
         OutOfStock: a variant has fewer units than asked (409; details variant_id,
@@ -361,117 +167,123 @@ async def _place_order(
         PurchaseLimitExceeded (409); ProductNotFound, VariantNotFound (404);
         VariantRequired, ValidationFailed (422).
     """
-    lines = await resolve_lines(session, body)
-    short = await gate.reserve(session, lines)
-    if short is not None:
-        variant_id, available = short
-        requested = dict(lines)[variant_id]
-        raise OutOfStock(variant_id=variant_id, requested=requested, available=available)
-    after_rollback(session, lambda: gate.release(lines))
+    try:
+        order = _place_order(tx, gate, ranking, user_id, body, payment_timeout_s, now)
+    except FlashsaleError as exc:
+        observe_order(exc.code)
+        raise
+    tx.after_commit(partial(observe_order, order.status))
+    return order
 
-    now = utcnow() if now is None else now
-    ids = [v for v, _ in lines]
-    # Lock the buyer's wallet first: serialises this user's orders (purchase
-    # limit, coupon use) on databases with row locks; no-op on SQLite, whose
-    # write transactions are already serialised.
-    balance = (await session.execute(_LOCK_WALLET, {"p_user": user_id})).scalar_one_or_none()
-    rows = (await session.execute(_ORDER_VARIANTS, {"p_ids": ids})).all()
+
+@dataclass
+class _Priced:
+    """An order after the validate and price steps, before anything is written."""
+
+    lines: list[tuple[int, int]]
+    items: list[OrderItemOut]
+    total: int
+    discount: int
+    balance: int | None
+
+    @property
+    def paid(self) -> int:
+        """What the buyer pays (KRW): total less the coupon's discount."""
+        return self.total - self.discount
+
+
+def _validate(
+    conn: Connection, user_id: int, body: OrderIn, lines: list[tuple[int, int]], now: datetime
+) -> tuple[dict[int, Any], int | None]:
+    """Read what the rules need and check them: variants, sale windows, purchase limits.
+
+    The buyer's wallet is locked first (the lock order: wallet, variants by id, user
+    coupon). Returns the variant rows by id and the balance (KRW; None: no wallet).
+    """
+    balance = repository.lock_wallet(conn, user_id)
+    rows = repository.order_variants(conn, [v for v, _ in lines])
     by_id = {r.id: r for r in rows}
-    for variant_id in ids:
-        if variant_id not in by_id:
-            raise VariantNotFound(variant_id=variant_id)
-    _check_named_products(body, {r.id: r.product_id for r in rows})
-    for r in rows:
-        if not sale_is_open(r.sale_starts_at, r.sale_ends_at, now):
-            raise SaleNotOpen(
-                product_id=r.product_id,
-                sale_starts_at=r.sale_starts_at.isoformat() if r.sale_starts_at else None,
-                sale_ends_at=r.sale_ends_at.isoformat() if r.sale_ends_at else None,
-            )
-    wanted: dict[int, int] = defaultdict(int)
-    for variant_id, quantity in lines:
-        wanted[by_id[variant_id].product_id] += quantity
-    await _check_purchase_limits(session, user_id, rows, wanted)
+    rules.check_variants(lines, by_id, body)
+    rules.check_sale_windows(rows, now)
+    limits = rules.purchase_limits(rows)
+    if limits:
+        held = repository.held_units(conn, user_id, list(limits))
+        rules.check_purchase_limits(limits, held, rules.units_per_product(lines, by_id))
+    return by_id, balance
 
-    items = [
-        OrderItemOut(
-            product_id=by_id[v].product_id,
-            variant_id=v,
-            product_name=by_id[v].product_name,
-            variant_name=by_id[v].variant_name,
-            unit_price=by_id[v].price,
-            quantity=q,
-            amount=by_id[v].price * q,
-        )
-        for v, q in lines
-    ]
+
+def _price(
+    conn: Connection,
+    user_id: int,
+    body: OrderIn,
+    lines: list[tuple[int, int]],
+    by_id: dict[int, Any],
+    balance: int | None,
+    now: datetime,
+) -> _Priced:
+    """Items at today's prices, the coupon's discount, and (``pay``) the balance check."""
+    items = rules.price_lines(lines, by_id)
     total = sum(i.amount for i in items)
     discount = 0
     if body.user_coupon_id is not None:
-        coupon = (
-            await session.execute(_USER_COUPON, {"p_user_coupon": body.user_coupon_id})
-        ).first()
-        discount = _apply_coupon(coupon, user_id, total, now)
-    paid = total - discount
-    if body.pay and (balance is None or balance < paid):
-        raise InsufficientBalance(required=paid, balance=int(balance or 0))
+        coupon = repository.user_coupon(conn, body.user_coupon_id)
+        discount = rules.coupon_discount(coupon, user_id, total, now)
+    priced = _Priced(lines, items, total, discount, balance)
+    if body.pay:
+        rules.check_balance(balance, priced.paid)
+    return priced
 
+
+def _write(
+    tx: Tx,
+    gate: StockGate,
+    ranking: RankingService,
+    user_id: int,
+    body: OrderIn,
+    priced: _Priced,
+    payment_timeout_s: int,
+    now: datetime,
+) -> OrderOut:
+    """The conditional writes that confirm every grant, with their ledger rows: the
+    order, stock per line (RESERVE movements), the coupon, and for ``pay`` the
+    payment (:func:`_take_payment`)."""
+    conn = tx.conn
     status = "PAID" if body.pay else "PENDING"
     paid_at = now if body.pay else None
     expires_at = None if body.pay else now + timedelta(seconds=payment_timeout_s)
-    order_row = {
-        "user_id": user_id,
-        "status": status,
-        "total_amount": total,
-        "discount_amount": discount,
-        "paid_amount": paid,
-        "user_coupon_id": body.user_coupon_id,
-        "created_at": now,
-        "paid_at": paid_at,
-        "expires_at": expires_at,
-    }
-    order_id: int = (await session.execute(_INSERT_ORDER, order_row)).scalar_one()
-
-    for variant_id, quantity in lines:
-        stock_params = {"p_variant": variant_id, "p_quantity": quantity}
-        left = (await session.execute(_TAKE_STOCK, stock_params)).scalar_one_or_none()
-        if left is None:
-            stock = int((await session.execute(_STOCK_OF, stock_params)).scalar_one())
-            after_rollback(session, partial(gate.learn, variant_id, stock))
+    order_id = repository.insert_order(
+        conn,
+        {
+            "user_id": user_id,
+            "status": status,
+            "total_amount": priced.total,
+            "discount_amount": priced.discount,
+            "paid_amount": priced.paid,
+            "user_coupon_id": body.user_coupon_id,
+            "created_at": now,
+            "paid_at": paid_at,
+            "expires_at": expires_at,
+        },
+    )
+    for variant_id, quantity in priced.lines:
+        if repository.take_stock(conn, variant_id, quantity) is None:
+            stock = repository.stock_of(conn, variant_id)
+            tx.after_rollback(partial(gate.learn, variant_id, stock))
             raise OutOfStock(variant_id=variant_id, requested=quantity, available=stock)
-    await session.execute(
-        insert(order_items),
-        [{"order_id": order_id, **i.model_dump()} for i in items],
-    )
-    await session.execute(
-        insert(inventory_movements),
-        [
-            {
-                "variant_id": v,
-                "kind": "RESERVE",
-                "quantity": -q,
-                "order_id": order_id,
-                "created_at": now,
-            }
-            for v, q in lines
-        ],
-    )
-    if body.user_coupon_id is not None:
-        used = (
-            await session.execute(
-                _USE_COUPON,
-                {"p_user_coupon": body.user_coupon_id, "p_now": now, "p_order": order_id},
-            )
-        ).first()
-        if used is None:
-            raise CouponNotUsable("Coupon was used concurrently")
+    tx.after_commit(partial(gate.stock_changed, {i.product_id for i in priced.items}))
+    repository.insert_items(conn, order_id, priced.items)
+    repository.insert_movements(conn, order_id, "RESERVE", [(v, -q) for v, q in priced.lines], now)
+    if body.user_coupon_id is not None and not repository.use_coupon(
+        conn, body.user_coupon_id, order_id, now
+    ):
+        raise CouponNotUsable("Coupon was used concurrently")
     order = OrderOut(
         order_id=order_id,
         status=status,
-        items=items,
-        total_amount=total,
-        discount_amount=discount,
-        paid_amount=paid,
+        items=priced.items,
+        total_amount=priced.total,
+        discount_amount=priced.discount,
+        paid_amount=priced.paid,
         user_coupon_id=body.user_coupon_id,
         created_at=now,
         paid_at=paid_at,
@@ -479,43 +291,76 @@ async def _place_order(
         payments=[],
     )
     if body.pay:
-        await _take_payment(session, ranking, user_id, order, now)
+        _take_payment(tx, ranking, user_id, order, now)
     return order
 
 
-async def _take_payment(
-    session: AsyncSession, ranking: RankingService, user_id: int, order: OrderOut, now: datetime
+def _place_order(
+    tx: Tx,
+    gate: StockGate,
+    ranking: RankingService,
+    user_id: int,
+    body: OrderIn,
+    payment_timeout_s: int,
+    now: datetime | None,
+) -> OrderOut:
+    """Admit the lines at the stock gate, then validate, price and write."""
+    lines = resolve_lines(tx.conn, body)
+    short = gate.reserve(tx.conn, lines)
+    if short is not None:
+        variant_id, available = short
+        requested = dict(lines)[variant_id]
+        raise OutOfStock(variant_id=variant_id, requested=requested, available=available)
+    tx.after_rollback(lambda: gate.release(lines))
+
+    now = utcnow() if now is None else now
+    by_id, balance = _validate(tx.conn, user_id, body, lines, now)
+    priced = _price(tx.conn, user_id, body, lines, by_id, balance, now)
+    return _write(tx, gate, ranking, user_id, body, priced, payment_timeout_s, now)
+
+
+def _book_sale(
+    tx: Tx,
+    ranking: RankingService,
+    event_id: str,
+    sold: list[tuple[int, int]],
+    paid_at: datetime,
+    sign: int,
+) -> None:
+    """The ranking's bookkeeping of a sale (``sign`` 1) or its cancellation (-1), in
+    one place: this process claims the outbox event (its follower skips it), gives
+    the claim back if the transaction rolls back, and records ``sold``
+    (``[(product_id, units)]``) in the bucket of ``paid_at`` once it commits."""
+    ranking.claim(event_id)
+    tx.after_rollback(lambda: ranking.unclaim(event_id))
+    tx.after_commit(lambda: ranking.record_sale(sold, paid_at, sign=sign))
+
+
+def _take_payment(
+    tx: Tx, ranking: RankingService, user_id: int, order: OrderOut, now: datetime
 ) -> None:
     """Debit the wallet, append the PAYMENT, write ``order.paid``; ``order`` gains the payment."""
-    await debit(session, user_id, order.paid_amount, order.order_id, now)
-    payment = {
-        "order_id": order.order_id,
-        "user_id": user_id,
-        "kind": "PAYMENT",
-        "amount": order.paid_amount,
-        "created_at": now,
-    }
-    payment_id: int = (await session.execute(_INSERT_PAYMENT, payment)).scalar_one()
+    debit(tx.conn, user_id, order.paid_amount, order.order_id, now)
+    payment_id = repository.insert_payment(
+        tx.conn, order.order_id, user_id, "PAYMENT", order.paid_amount, now
+    )
     order.payments.append(
         PaymentOut(id=payment_id, kind="PAYMENT", amount=order.paid_amount, created_at=now)
     )
-    event_id = await add_order_event(session, ORDER_PAID, order, user_id, now)
-    # This process records its own sale after commit; its follower skips the event.
-    ranking.claim(event_id)
-    after_rollback(session, lambda: ranking.unclaim(event_id))
+    event_id = add_order_event(tx.conn, ORDER_PAID, order, user_id, now)
     sold = [(i.product_id, i.quantity) for i in order.items]
-    after_commit(session, lambda: ranking.record_sale(sold, now))
+    _book_sale(tx, ranking, event_id, sold, now, 1)
 
 
-async def _locked_order(session: AsyncSession, user_id: int, order_id: int) -> tuple[Any, int]:
+def _locked_order(conn: Connection, user_id: int, order_id: int) -> tuple[Any, int]:
     """The caller's order row and wallet balance, both locked for update (wallet first:
     the same lock order as placing an order).
 
     Raises:
         OrderNotFound: no such order, or another user's (404).
     """
-    balance = (await session.execute(_LOCK_WALLET, {"p_user": user_id})).scalar_one_or_none()
-    row = (await session.execute(_LOCK_ORDER, {"p_order": order_id, "p_user": user_id})).first()
+    balance = repository.lock_wallet(conn, user_id)
+    row = repository.lock_order(conn, user_id, order_id)
     if row is None:
         raise OrderNotFound(order_id=order_id)
     return row, int(balance or 0)
@@ -529,6 +374,14 @@ async def pay_order(
     *,
     now: datetime | None = None,
 ) -> OrderOut:
+    """:func:`pay_order_op` in ``session``'s transaction."""
+    op = partial(pay_order_op, ranking=ranking, user_id=user_id, order_id=order_id, now=now)
+    return await run_in_session(session, op)
+
+
+def pay_order_op(
+    tx: Tx, *, ranking: RankingService, user_id: int, order_id: int, now: datetime | None = None
+) -> OrderOut:
     """Pay the caller's PENDING order from the wallet (``POST /orders/{id}/payment``).
 
     The status change is conditional (``WHERE status = 'PENDING' AND expires_at >
@@ -541,54 +394,37 @@ async def pay_order(
         InsufficientBalance: the wallet is short; the order stays PENDING (409).
     """
     now = utcnow() if now is None else now
-    row, balance = await _locked_order(session, user_id, order_id)
+    row, balance = _locked_order(tx.conn, user_id, order_id)
     if row.status != "PENDING" or row.expires_at is None or row.expires_at <= now:
         status = "EXPIRED" if row.status == "PENDING" else row.status
         raise OrderNotPayable(order_id=order_id, status=status)
-    if balance < row.paid_amount:
-        raise InsufficientBalance(required=row.paid_amount, balance=balance)
-    changed = (await session.execute(_MARK_PAID, {"p_order": order_id, "p_now": now})).first()
+    rules.check_balance(balance, row.paid_amount)
+    changed = repository.mark_paid(tx.conn, order_id, now)
     if changed is None:
         raise OrderNotPayable(order_id=order_id, status="EXPIRED")
-    order = (await load_orders(session, [changed]))[0]
-    await _take_payment(session, ranking, user_id, order, now)
+    order = load_orders(tx.conn, [changed])[0]
+    _take_payment(tx, ranking, user_id, order, now)
     return order
 
 
-async def _order_lines(session: AsyncSession, order_id: int) -> list[tuple[int, int, int]]:
-    """``[(variant_id, product_id, quantity)]`` of an order, by variant id (the lock order)."""
-    result = await session.execute(_ORDER_LINES, {"p_order": order_id})
-    return [(v, p, q) for v, p, q in result]
-
-
-async def _release_holdings(
-    session: AsyncSession, gate: StockGate, order_id: int, user_coupon_id: int | None, now: datetime
+def _release_holdings(
+    tx: Tx, gate: StockGate, order_id: int, user_coupon_id: int | None, now: datetime
 ) -> list[tuple[int, int, int]]:
     """Put an order's units back (RELEASE movements) and return its coupon.
 
     The coupon goes back to ISSUED while it is still valid, else EXPIRED. The
     gate learns the released units after commit. Returns the order's lines.
     """
-    lines = await _order_lines(session, order_id)
+    conn = tx.conn
+    lines = repository.order_lines(conn, order_id)
     for variant_id, _product_id, quantity in lines:
-        await session.execute(_PUT_BACK_STOCK, {"p_variant": variant_id, "p_quantity": quantity})
-    await session.execute(
-        insert(inventory_movements),
-        [
-            {
-                "variant_id": v,
-                "kind": "RELEASE",
-                "quantity": q,
-                "order_id": order_id,
-                "created_at": now,
-            }
-            for v, _p, q in lines
-        ],
-    )
+        repository.put_back_stock(conn, variant_id, quantity)
+    repository.insert_movements(conn, order_id, "RELEASE", [(v, q) for v, _p, q in lines], now)
     if user_coupon_id is not None:
-        await session.execute(_RETURN_COUPON, {"p_user_coupon": user_coupon_id, "p_now": now})
+        repository.return_coupon(conn, user_coupon_id, now)
     released = [(v, q) for v, _p, q in lines]
-    after_commit(session, lambda: gate.release(released))
+    tx.after_commit(lambda: gate.release(released))
+    tx.after_commit(partial(gate.stock_changed, {p for _v, p, _q in lines}))
     return lines
 
 
@@ -599,6 +435,22 @@ async def cancel_order(
     user_id: int,
     order_id: int,
     *,
+    now: datetime | None = None,
+) -> OrderOut:
+    """:func:`cancel_order_op` in ``session``'s transaction."""
+    op = partial(
+        cancel_order_op, gate=gate, ranking=ranking, user_id=user_id, order_id=order_id, now=now
+    )
+    return await run_in_session(session, op)
+
+
+def cancel_order_op(
+    tx: Tx,
+    *,
+    gate: StockGate,
+    ranking: RankingService,
+    user_id: int,
+    order_id: int,
     now: datetime | None = None,
 ) -> OrderOut:
     """Cancel the caller's order in one transaction (``POST /orders/{id}/cancel``).
@@ -613,49 +465,42 @@ async def cancel_order(
         OrderNotCancellable: already CANCELLED or EXPIRED (409; details status).
     """
     now = utcnow() if now is None else now
-    row, _balance = await _locked_order(session, user_id, order_id)
+    conn = tx.conn
+    row, _balance = _locked_order(conn, user_id, order_id)
     if row.status not in ("PENDING", "PAID"):
         raise OrderNotCancellable(order_id=order_id, status=row.status)
-    changed = (
-        await session.execute(
-            _MARK_CANCELLED, {"p_order": order_id, "p_now": now, "p_status": row.status}
-        )
-    ).first()
+    changed = repository.mark_cancelled(conn, order_id, row.status, now)
     if changed is None:  # changed since it was read (another instance's sweeper)
         raise OrderNotCancellable(order_id=order_id, status="CHANGED")
-    lines = await _release_holdings(session, gate, order_id, row.user_coupon_id, now)
+    lines = _release_holdings(tx, gate, order_id, row.user_coupon_id, now)
     if row.status == "PAID":
-        await refund(session, user_id, row.paid_amount, order_id, now)
-        await session.execute(
-            _INSERT_PAYMENT,
-            {
-                "order_id": order_id,
-                "user_id": user_id,
-                "kind": "REFUND",
-                "amount": row.paid_amount,
-                "created_at": now,
-            },
-        )
-    order = (await load_orders(session, [changed]))[0]
+        refund(conn, user_id, row.paid_amount, order_id, now)
+        repository.insert_payment(conn, order_id, user_id, "REFUND", row.paid_amount, now)
+    order = load_orders(conn, [changed])[0]
     if row.status == "PAID":
-        event_id = await add_order_event(session, ORDER_CANCELLED, order, user_id, now)
-        ranking.claim(event_id)
-        after_rollback(session, lambda: ranking.unclaim(event_id))
-        sold = [(p, q) for _v, p, q in lines]
-        paid_at = row.paid_at
+        event_id = add_order_event(conn, ORDER_CANCELLED, order, user_id, now)
         # Subtracted in the bucket where the sale was counted, so the window stays exact.
-        after_commit(session, lambda: ranking.record_sale(sold, paid_at, sign=-1))
+        _book_sale(tx, ranking, event_id, [(p, q) for _v, p, q in lines], row.paid_at, -1)
     return order
 
 
 async def has_overdue(session: AsyncSession, now: datetime | None = None) -> bool:
     """Whether any PENDING order is past ``expires_at`` (a cheap read before sweeping)."""
-    now = utcnow() if now is None else now
-    return (await session.execute(_OVERDUE, {"p_now": now, "p_limit": 1})).first() is not None
+    at = utcnow() if now is None else now
+    return await run_in_session(session, lambda tx: bool(repository.overdue(tx.conn, at, 1)))
 
 
 async def expire_overdue(
     session: AsyncSession, gate: StockGate, *, now: datetime | None = None, limit: int = 50
+) -> list[int]:
+    """:func:`expire_overdue_op` in ``session``'s transaction."""
+    return await run_in_session(
+        session, partial(expire_overdue_op, gate=gate, now=now, limit=limit)
+    )
+
+
+def expire_overdue_op(
+    tx: Tx, *, gate: StockGate, now: datetime | None = None, limit: int = 50
 ) -> list[int]:
     """Expire up to ``limit`` PENDING orders past ``expires_at``; returns their ids.
 
@@ -665,30 +510,20 @@ async def expire_overdue(
     released exactly once.
     """
     now = utcnow() if now is None else now
-    candidates = (await session.execute(_OVERDUE, {"p_now": now, "p_limit": limit})).all()
     expired = []
-    for order_id, user_coupon_id in candidates:
-        if (await session.execute(_MARK_EXPIRED, {"p_order": order_id, "p_now": now})).first():
-            await _release_holdings(session, gate, order_id, user_coupon_id, now)
+    for order_id, user_coupon_id in repository.overdue(tx.conn, now, limit):
+        if repository.mark_expired(tx.conn, order_id, now):
+            _release_holdings(tx, gate, order_id, user_coupon_id, now)
             expired.append(order_id)
     return expired
 
 
-async def load_orders(session: AsyncSession, order_rows: Sequence[Any]) -> list[OrderOut]:
+def load_orders(conn: Connection, order_rows: Sequence[Any]) -> list[OrderOut]:
     """Order rows with their items and payments (two queries for any number of orders)."""
     ids = [r.id for r in order_rows]
     if not ids:
         return []
-    item_rows = (
-        await session.execute(
-            select(order_items).where(order_items.c.order_id.in_(ids)).order_by(order_items.c.id)
-        )
-    ).all()
-    payment_rows = (
-        await session.execute(
-            select(payments).where(payments.c.order_id.in_(ids)).order_by(payments.c.id)
-        )
-    ).all()
+    item_rows, payment_rows = repository.items_and_payments(conn, ids)
     items: dict[int, list[OrderItemOut]] = defaultdict(list)
     for i in item_rows:
         items[i.order_id].append(OrderItemOut.model_validate(i._mapping))
@@ -719,22 +554,23 @@ async def get_order(session: AsyncSession, user_id: int, order_id: int) -> Order
     Raises:
         OrderNotFound: no such order, or another user's (404).
     """
-    row = (
-        await session.execute(
-            select(orders).where(orders.c.id == order_id, orders.c.user_id == user_id)
-        )
-    ).first()
-    if row is None:
-        raise OrderNotFound(order_id=order_id)
-    return (await load_orders(session, [row]))[0]
+
+    def read(tx: Tx) -> OrderOut:
+        row = repository.order_row(tx.conn, user_id, order_id)
+        if row is None:
+            raise OrderNotFound(order_id=order_id)
+        return load_orders(tx.conn, [row])[0]
+
+    return await run_in_session(session, read)
 
 
 async def list_orders(
     session: AsyncSession, user_id: int, *, limit: int, before_id: int | None
 ) -> tuple[list[OrderOut], bool]:
     """The caller's orders, newest first; returns ``(orders, has_more)``."""
-    stmt = select(orders).where(orders.c.user_id == user_id).order_by(orders.c.id.desc())
-    if before_id is not None:
-        stmt = stmt.where(orders.c.id < before_id)
-    rows = (await session.execute(stmt.limit(limit + 1))).all()
-    return await load_orders(session, rows[:limit]), len(rows) > limit
+
+    def read(tx: Tx) -> tuple[list[OrderOut], bool]:
+        rows = repository.order_rows(tx.conn, user_id, limit=limit + 1, before_id=before_id)
+        return load_orders(tx.conn, rows[:limit]), len(rows) > limit
+
+    return await run_in_session(session, read)

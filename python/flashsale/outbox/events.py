@@ -18,8 +18,7 @@ import uuid
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, insert
 
 from flashsale.db.models import outbox
 from flashsale.orders.schemas import OrderOut
@@ -46,8 +45,8 @@ def order_event(
     )
 
 
-async def add_order_event(
-    session: AsyncSession, event_type: str, order: OrderOut, user_id: int, now: datetime
+def add_order_event(
+    conn: Connection, event_type: str, order: OrderOut, user_id: int, now: datetime
 ) -> str:
     """Insert an ``order.paid``/``order.cancelled`` event in the caller's transaction.
 
@@ -55,7 +54,7 @@ async def add_order_event(
     key the relay sends with it.
     """
     event_id = str(uuid.uuid4())
-    await session.execute(
+    conn.execute(
         _INSERT_EVENT,
         {
             "event_id": event_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, status
 from sqlalchemy import select
 
@@ -16,6 +18,7 @@ from flashsale.api.deps import (
 )
 from flashsale.api.idempotency import Idempotency
 from flashsale.db.models import wallet_transactions, wallets
+from flashsale.db.writer import run_in_session
 from flashsale.errors import Unauthenticated
 from flashsale.wallet import service
 from flashsale.wallet.schemas import (
@@ -47,7 +50,9 @@ async def create_charge(
     body: ChargeRequest, user: CurrentUser, idem: Idempotency, session: WriteSession
 ) -> ChargeOut:
     """Charge points (422 ``CHARGE_AMOUNT_OUT_OF_RANGE``, 409 ``BALANCE_LIMIT_EXCEEDED``)."""
-    tx_id, balance, created_at = await service.charge(session, user.user_id, body.amount)
+    tx_id, balance, created_at = await run_in_session(
+        session, partial(service.charge_op, user_id=user.user_id, amount=body.amount)
+    )
     out = ChargeOut(
         transaction_id=tx_id, amount=body.amount, balance=balance, created_at=created_at
     )

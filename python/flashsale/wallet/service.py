@@ -3,17 +3,21 @@
 Every balance change is one conditional ``UPDATE`` plus one ``wallet_transactions``
 row with the signed amount and the balance after it, in the same transaction,
 so balance = Σ ledger always holds (DESIGN §6, invariant 2).
+
+The functions take a synchronous :class:`~sqlalchemy.Connection`: they run in the
+group-commit writer's thread or, through :func:`flashsale.db.writer.run_in_session`,
+in a request's own transaction.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from flashsale.db.models import wallet_transactions, wallets
 from flashsale.db.types import utcnow
+from flashsale.db.writer import Tx
 from flashsale.errors import (
     BalanceLimitExceeded,
     ChargeAmountOutOfRange,
@@ -63,8 +67,8 @@ def check_charge_amount(amount: int) -> None:
         raise ChargeAmountOutOfRange(amount=amount, min=MIN_CHARGE, max=MAX_CHARGE)
 
 
-async def charge(
-    session: AsyncSession, user_id: int, amount: int, *, now: datetime | None = None
+def charge(
+    conn: Connection, user_id: int, amount: int, *, now: datetime | None = None
 ) -> tuple[int, int, datetime]:
     """Add ``amount`` KRW to the wallet; returns ``(transaction_id, balance, created_at)``.
 
@@ -78,47 +82,50 @@ async def charge(
     check_charge_amount(amount)
     now = utcnow() if now is None else now
     params = {"p_user": user_id, "p_amount": amount, "p_now": now}
-    balance = (await session.execute(_CREDIT, params)).scalar_one_or_none()
+    balance = (conn.execute(_CREDIT, params)).scalar_one_or_none()
     if balance is None:
-        if (await session.execute(_BALANCE, params)).first() is None:
+        if (conn.execute(_BALANCE, params)).first() is None:
             raise Unauthenticated("User no longer exists")
         raise BalanceLimitExceeded(amount=amount, max_balance=MAX_BALANCE)
-    tx_id = await append_ledger(session, user_id, "CHARGE", amount, balance, None, now)
+    tx_id = append_ledger(conn, user_id, "CHARGE", amount, balance, None, now)
     return tx_id, balance, now
 
 
-async def debit(
-    session: AsyncSession, user_id: int, amount: int, order_id: int, now: datetime
-) -> int:
+def charge_op(
+    tx: Tx, *, user_id: int, amount: int, now: datetime | None = None
+) -> tuple[int, int, datetime]:
+    """:func:`charge` as a writer operation (``POST /me/wallet/charges``, ``flashsale seed``)."""
+    return charge(tx.conn, user_id, amount, now=now)
+
+
+def debit(conn: Connection, user_id: int, amount: int, order_id: int, now: datetime) -> int:
     """Take ``amount`` KRW (≥ 0) for an order's PAYMENT; returns the new balance.
 
     Raises:
         InsufficientBalance: the balance is lower than ``amount`` (409).
     """
     params = {"p_user": user_id, "p_amount": amount, "p_now": now}
-    balance = (await session.execute(_DEBIT, params)).scalar_one_or_none()
+    balance = (conn.execute(_DEBIT, params)).scalar_one_or_none()
     if balance is None:
-        current = await get_balance(session, user_id)
+        current = get_balance(conn, user_id)
         raise InsufficientBalance(required=amount, balance=current)
-    await append_ledger(session, user_id, "PAYMENT", -amount, balance, order_id, now)
+    append_ledger(conn, user_id, "PAYMENT", -amount, balance, order_id, now)
     return int(balance)
 
 
-async def refund(
-    session: AsyncSession, user_id: int, amount: int, order_id: int, now: datetime
-) -> int:
+def refund(conn: Connection, user_id: int, amount: int, order_id: int, now: datetime) -> int:
     """Give back ``amount`` KRW (≥ 0) of a cancelled order as a REFUND; returns the new balance.
 
     The balance cap of charges (DESIGN §5) does not apply: the money was the user's.
     """
     params = {"p_user": user_id, "p_amount": amount, "p_now": now}
-    balance = int((await session.execute(_REFUND, params)).scalar_one())
-    await append_ledger(session, user_id, "REFUND", amount, balance, order_id, now)
+    balance = int((conn.execute(_REFUND, params)).scalar_one())
+    append_ledger(conn, user_id, "REFUND", amount, balance, order_id, now)
     return balance
 
 
-async def append_ledger(
-    session: AsyncSession,
+def append_ledger(
+    conn: Connection,
     user_id: int,
     type_: str,
     amount: int,
@@ -135,11 +142,11 @@ async def append_ledger(
         "order_id": order_id,
         "created_at": now,
     }
-    tx_id: int = (await session.execute(_APPEND_LEDGER, row)).scalar_one()
+    tx_id: int = (conn.execute(_APPEND_LEDGER, row)).scalar_one()
     return tx_id
 
 
-async def get_balance(session: AsyncSession, user_id: int) -> int:
+def get_balance(conn: Connection, user_id: int) -> int:
     """The wallet balance in KRW (0 for a user without a wallet row)."""
-    value = (await session.execute(_BALANCE, {"p_user": user_id})).scalar_one_or_none()
+    value = (conn.execute(_BALANCE, {"p_user": user_id})).scalar_one_or_none()
     return int(value or 0)

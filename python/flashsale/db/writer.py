@@ -1,0 +1,277 @@
+"""Group commit: the admitted writes of a process committed many to a transaction.
+
+A flash crowd's winners each need one short write (an order, a coupon issue). One
+transaction per request makes the database's commit (and, on SQLite, the single
+write lock and the event loop's thread hops per statement) the limit. The
+:class:`GroupCommitWriter` runs instead one writer thread per process with a
+synchronous connection: it takes every operation queued while the previous batch
+ran, runs each in a savepoint of one transaction and commits them together.
+
+An operation is a synchronous function ``op(tx) -> result`` over a :class:`Tx`: the
+connection plus ``after_commit``/``after_rollback`` hooks. Its semantics:
+
+- one operation's refusal (a :class:`~flashsale.errors.FlashsaleError` it raises, e.g.
+  a balance short or a coupon used concurrently, or a constraint it broke) rolls back
+  its own savepoint only; its neighbours commit;
+- its caller hears the result only after the batch has committed, so a crash loses
+  no acknowledged operation; when the commit fails, every operation of the batch
+  gets the error and nothing of the batch is written;
+- a batch PostgreSQL aborts as retryable (deadlock, serialization failure) runs
+  again, whole, up to ``attempts`` times;
+- hooks run on the event loop's thread, in order: ``after_commit`` hooks of the
+  operations that committed, ``after_rollback`` hooks of those that were refused or
+  whose batch failed (their gate reservations go back).
+
+The same operation functions also run inside an existing request transaction
+(:func:`run_in_session`, e.g. a cart checkout that empties the cart in the order's
+transaction, or ``flashsale seed``), so each rule and statement is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from flashsale.db.dialect import retryable_sqlstate
+from flashsale.db.session import after_commit, after_rollback
+from flashsale.metrics import DB_TRANSACTIONS, WRITER_BATCH_SIZE
+
+__all__ = ["GroupCommitWriter", "Op", "SessionTx", "Tx", "run_in_session"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Hook = Callable[[], None]
+
+
+class Tx:
+    """What an operation sees of its transaction: ``conn`` (a synchronous SQLAlchemy
+    :class:`~sqlalchemy.Connection`) and the hooks to run once the outcome is known."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.commit_hooks: list[Hook] = []
+        self.rollback_hooks: list[Hook] = []
+
+    def after_commit(self, hook: Hook) -> None:
+        """Run ``hook`` (on the event loop's thread) once this operation has committed."""
+        self.commit_hooks.append(hook)
+
+    def after_rollback(self, hook: Hook) -> None:
+        """Run ``hook`` if this operation is refused or its transaction fails."""
+        self.rollback_hooks.append(hook)
+
+
+class SessionTx(Tx):
+    """A :class:`Tx` inside a request's own session: hooks go to the session's
+    (:func:`flashsale.db.session.after_commit`), run when it commits or rolls back."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session.connection())
+        self._session = session
+
+    def after_commit(self, hook: Hook) -> None:
+        after_commit(self._session, hook)
+
+    def after_rollback(self, hook: Hook) -> None:
+        after_rollback(self._session, hook)
+
+
+Op = Callable[[Tx], T]
+
+
+async def run_in_session(session: AsyncSession, op: Op[T]) -> T:
+    """Run ``op`` in ``session``'s transaction (not through a writer): its writes
+    commit or roll back with the rest of the session's work."""
+    return await session.run_sync(lambda sync_session: op(SessionTx(sync_session)))
+
+
+@dataclass
+class _Pending(Generic[T]):
+    op: Op[T]
+    future: asyncio.Future[T]
+    tx: Tx | None = None
+    outcome: tuple[bool, Any] | None = None  # (ok, result or exception)
+    hooks: list[Hook] = field(default_factory=list)
+
+
+_STOP = object()
+
+
+class GroupCommitWriter:
+    """One writer thread per process, committing queued operations in batches.
+
+    Args:
+        engine: a synchronous engine (``flashsale.db.engine.make_sync_engine``) the
+            writer takes one connection from, for its whole life.
+        max_batch: operations per transaction at most.
+        window_s: when a batch would hold a single operation, wait this long once for
+            others to join it (a few milliseconds: more winners per commit).
+        attempts: runs of a batch PostgreSQL aborts as retryable (the first included).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 128,
+        window_s: float = 0.002,
+        attempts: int = 5,
+        name: str = "flashsale-writer",
+    ) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.attempts = attempts
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._commits = DB_TRANSACTIONS.labels(outcome="commit")
+        self._rollbacks = DB_TRANSACTIONS.labels(outcome="rollback")
+
+    def start(self) -> None:
+        """Start the writer thread; call from the event loop that will submit."""
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the thread and close its connection."""
+        if not self._thread.is_alive():
+            return
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    async def submit(self, op: Op[T]) -> T:
+        """Run ``op`` in the next batch; its result once the batch has committed.
+
+        Raises:
+            whatever ``op`` raised (it changed nothing), or the batch's database error
+            (nothing of the batch was written).
+        """
+        if self._loop is None:
+            raise RuntimeError("the writer is not started")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_Pending(op, future))
+        return await future
+
+    # -- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        with self.engine.connect() as conn:
+            while True:
+                batch, stop = self._take()
+                if batch:
+                    self._write(conn, batch)
+                if stop:
+                    return
+
+    def _take(self) -> tuple[list[_Pending[Any]], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        waited = False
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                if waited or len(batch) > 1 or self.window_s <= 0:
+                    break
+                waited = True
+                time.sleep(self.window_s)
+                continue
+            if item is _STOP:
+                self._queue.put(_STOP)  # stop after this batch
+                break
+            batch.append(item)
+        return batch, False
+
+    def _write(self, conn: Connection, batch: list[_Pending[Any]]) -> None:
+        WRITER_BATCH_SIZE.observe(len(batch))
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self._attempt(conn, batch)
+            except Exception as exc:
+                if conn.in_transaction():
+                    conn.rollback()
+                self._rollbacks.inc()
+                failed = [p for p in batch if p.tx is not None]
+                if retryable_sqlstate(exc) is not None and attempt < self.attempts:
+                    log.info("writer batch aborted (%s), run %d", exc, attempt + 1)
+                    # The aborted run's reservations go back before the ops run again.
+                    self._call_on_loop([h for p in failed for h in p.tx.rollback_hooks])  # type: ignore[union-attr]
+                    continue
+                for p in batch:
+                    p.outcome = (False, exc)
+                    p.hooks = p.tx.rollback_hooks if p.tx is not None else []
+                break
+            else:
+                self._commits.inc()
+                break
+        self._finish(batch)
+
+    def _attempt(self, conn: Connection, batch: list[_Pending[Any]]) -> None:
+        with conn.begin():
+            for p in batch:
+                tx = p.tx = Tx(conn)
+                savepoint = conn.begin_nested()
+                try:
+                    result = p.op(tx)
+                except Exception as refusal:
+                    if isinstance(refusal, DBAPIError) and not isinstance(refusal, IntegrityError):
+                        raise  # the connection or the transaction failed: the whole batch
+                    # A refusal or a constraint this operation broke: only its savepoint.
+                    savepoint.rollback()
+                    p.outcome = (False, refusal)
+                    p.hooks = tx.rollback_hooks
+                    continue
+                savepoint.commit()
+                p.outcome = (True, result)
+                p.hooks = tx.commit_hooks
+
+    def _call_on_loop(self, hooks: list[Hook]) -> None:
+        if hooks and self._loop is not None:
+            done = threading.Event()
+
+            def run() -> None:
+                _run_hooks(hooks)
+                done.set()
+
+            self._loop.call_soon_threadsafe(run)
+            done.wait()
+
+    def _finish(self, batch: list[_Pending[Any]]) -> None:
+        assert self._loop is not None
+
+        def settle() -> None:
+            for p in batch:
+                _run_hooks(p.hooks)
+                if p.future.done():  # the caller went away (cancelled)
+                    continue
+                assert p.outcome is not None
+                ok, value = p.outcome
+                if ok:
+                    p.future.set_result(value)
+                else:
+                    p.future.set_exception(value)
+
+        self._loop.call_soon_threadsafe(settle)
+
+
+def _run_hooks(hooks: list[Hook]) -> None:
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # a hook must not turn a decided outcome into an error
+            log.exception("writer hook failed")

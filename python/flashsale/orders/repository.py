@@ -1,0 +1,320 @@
+"""The order domain's SQL: every statement the order path runs, and nothing else.
+
+:mod:`flashsale.orders.service` reads as the order's steps and
+:mod:`flashsale.orders.rules` as its rules; this module is how they reach the
+database. Functions take a synchronous :class:`~sqlalchemy.Connection`: they run in the
+group-commit writer's thread, or inside a request's session through
+:func:`flashsale.db.writer.run_in_session`. The hot statements are built once and
+executed with parameters: building a Core statement (and its cache key) costs several
+times more than running it on SQLite. Grants are conditional writes (``stock >= :q``, ``status = 'ISSUED'``,
+``status = 'PENDING' AND expires_at > :now``) whose result says whether the database
+confirmed them. Money is integer KRW; times are UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, case, func, insert, select, update
+
+from flashsale.db.models import (
+    coupons,
+    inventory_movements,
+    order_items,
+    orders,
+    payments,
+    products,
+    user_coupons,
+    variants,
+    wallets,
+)
+from flashsale.orders.schemas import OrderItemOut
+
+#: Orders holding units against the per-user purchase limit.
+HOLDING_STATUSES = ("PAID", "PENDING")
+
+_LOCK_WALLET = (
+    select(wallets.c.balance).where(wallets.c.user_id == bindparam("p_user")).with_for_update()
+)
+_ORDER_VARIANTS = (
+    select(
+        variants.c.id,
+        variants.c.name.label("variant_name"),
+        variants.c.price,
+        variants.c.product_id,
+        products.c.name.label("product_name"),
+        products.c.sale_starts_at,
+        products.c.sale_ends_at,
+        products.c.per_user_limit,
+    )
+    .join(products, products.c.id == variants.c.product_id)
+    .where(variants.c.id.in_(bindparam("p_ids", expanding=True)))
+    .order_by(variants.c.id)
+)
+_PRODUCT_VARIANTS = (
+    select(variants.c.id).where(variants.c.product_id == bindparam("p_product")).limit(2)
+)
+_HELD_UNITS = (
+    select(order_items.c.product_id, func.sum(order_items.c.quantity))
+    .join(orders, orders.c.id == order_items.c.order_id)
+    .where(
+        orders.c.user_id == bindparam("p_user"),
+        orders.c.status.in_(HOLDING_STATUSES),
+        order_items.c.product_id.in_(bindparam("p_products", expanding=True)),
+    )
+    .group_by(order_items.c.product_id)
+)
+_USER_COUPON = (
+    select(
+        user_coupons.c.user_id,
+        user_coupons.c.status,
+        user_coupons.c.expires_at,
+        coupons.c.discount_type,
+        coupons.c.discount_value,
+        coupons.c.max_discount_amount,
+        coupons.c.min_order_amount,
+    )
+    .join(coupons, coupons.c.id == user_coupons.c.coupon_id)
+    .where(user_coupons.c.id == bindparam("p_user_coupon"))
+)
+_INSERT_ORDER = insert(orders).returning(orders.c.id)
+_TAKE_STOCK = (
+    update(variants)
+    .where(variants.c.id == bindparam("p_variant"), variants.c.stock >= bindparam("p_quantity"))
+    .values(stock=variants.c.stock - bindparam("p_quantity"))
+    .returning(variants.c.stock)
+)
+_STOCK_OF = select(variants.c.stock).where(variants.c.id == bindparam("p_variant"))
+_USE_COUPON = (
+    update(user_coupons)
+    .where(user_coupons.c.id == bindparam("p_user_coupon"), user_coupons.c.status == "ISSUED")
+    .values(status="USED", used_at=bindparam("p_now"), order_id=bindparam("p_order"))
+    .returning(user_coupons.c.id)
+)
+_INSERT_PAYMENT = insert(payments).returning(payments.c.id)
+_LOCK_ORDER = (
+    select(orders)
+    .where(orders.c.id == bindparam("p_order"), orders.c.user_id == bindparam("p_user"))
+    .with_for_update()
+)
+_MARK_PAID = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("p_order"),
+        orders.c.status == "PENDING",
+        orders.c.expires_at > bindparam("p_now"),
+    )
+    .values(status="PAID", paid_at=bindparam("p_now"))
+    .returning(*orders.c)
+)
+_MARK_CANCELLED = (
+    update(orders)
+    .where(orders.c.id == bindparam("p_order"), orders.c.status == bindparam("p_status"))
+    .values(status="CANCELLED", cancelled_at=bindparam("p_now"))
+    .returning(*orders.c)
+)
+_MARK_EXPIRED = (
+    update(orders)
+    .where(
+        orders.c.id == bindparam("p_order"),
+        orders.c.status == "PENDING",
+        orders.c.expires_at <= bindparam("p_now"),
+    )
+    .values(status="EXPIRED")
+    .returning(orders.c.id)
+)
+_OVERDUE = (
+    select(orders.c.id, orders.c.user_coupon_id)
+    .where(orders.c.status == "PENDING", orders.c.expires_at <= bindparam("p_now"))
+    .order_by(orders.c.expires_at, orders.c.id)
+    .limit(bindparam("p_limit"))
+)
+_ORDER_LINES = (
+    select(order_items.c.variant_id, order_items.c.product_id, order_items.c.quantity)
+    .where(order_items.c.order_id == bindparam("p_order"))
+    .order_by(order_items.c.variant_id)
+)
+_PUT_BACK_STOCK = (
+    update(variants)
+    .where(variants.c.id == bindparam("p_variant"))
+    .values(stock=variants.c.stock + bindparam("p_quantity"))
+)
+# The coupon goes back to its holder: ISSUED while still valid, else EXPIRED.
+_RETURN_COUPON = (
+    update(user_coupons)
+    .where(user_coupons.c.id == bindparam("p_user_coupon"), user_coupons.c.status == "USED")
+    .values(
+        status=case((user_coupons.c.expires_at > bindparam("p_now"), "ISSUED"), else_="EXPIRED"),
+        used_at=None,
+        order_id=None,
+    )
+)
+
+
+def variants_of_product(conn: Connection, product_id: int) -> list[int]:
+    """Up to two variant ids of a product (enough to tell none, one or several)."""
+    result = conn.execute(_PRODUCT_VARIANTS, {"p_product": product_id})
+    return list(result.scalars().all())
+
+
+def lock_wallet(conn: Connection, user_id: int) -> int | None:
+    """The buyer's balance (KRW), the wallet row locked for update; None without one.
+
+    Locked first in every order transaction: it serialises one user's orders
+    (purchase limit, coupon use) on databases with row locks; a no-op on SQLite,
+    whose write transactions are serialised already.
+    """
+    result = conn.execute(_LOCK_WALLET, {"p_user": user_id})
+    balance: int | None = result.scalar_one_or_none()
+    return balance
+
+
+def order_variants(conn: Connection, variant_ids: Sequence[int]) -> list[Any]:
+    """Rows of :class:`flashsale.orders.rules.VariantRow` for the ids that exist, by id."""
+    return list((conn.execute(_ORDER_VARIANTS, {"p_ids": list(variant_ids)})).all())
+
+
+def held_units(conn: Connection, user_id: int, product_ids: Sequence[int]) -> dict[int, int]:
+    """Units of each product in the user's PAID and PENDING orders."""
+    if not product_ids:
+        return {}
+    params = {"p_user": user_id, "p_products": sorted(product_ids)}
+    return {p: int(q) for p, q in conn.execute(_HELD_UNITS, params)}
+
+
+def user_coupon(conn: Connection, user_coupon_id: int) -> Any | None:
+    """A user coupon joined with its coupon's terms, or None."""
+    return (conn.execute(_USER_COUPON, {"p_user_coupon": user_coupon_id})).first()
+
+
+def insert_order(conn: Connection, row: dict[str, Any]) -> int:
+    """Insert an ``orders`` row; returns its id."""
+    order_id: int = (conn.execute(_INSERT_ORDER, row)).scalar_one()
+    return order_id
+
+
+def take_stock(conn: Connection, variant_id: int, quantity: int) -> int | None:
+    """Take ``quantity`` units if that many are left; the units left, or None when
+    the database refused (fewer left)."""
+    params = {"p_variant": variant_id, "p_quantity": quantity}
+    left: int | None = (conn.execute(_TAKE_STOCK, params)).scalar_one_or_none()
+    return left
+
+
+def stock_of(conn: Connection, variant_id: int) -> int:
+    """Units of a variant left now."""
+    return int((conn.execute(_STOCK_OF, {"p_variant": variant_id})).scalar_one())
+
+
+def put_back_stock(conn: Connection, variant_id: int, quantity: int) -> None:
+    """Return ``quantity`` units of a variant (cancellation, expiry)."""
+    conn.execute(_PUT_BACK_STOCK, {"p_variant": variant_id, "p_quantity": quantity})
+
+
+def insert_items(conn: Connection, order_id: int, items: Sequence[OrderItemOut]) -> None:
+    """Insert an order's items (one statement for all of them)."""
+    conn.execute(insert(order_items), [{"order_id": order_id, **i.model_dump()} for i in items])
+
+
+def insert_movements(
+    conn: Connection, order_id: int, kind: str, lines: Sequence[tuple[int, int]], now: datetime
+) -> None:
+    """One inventory movement per ``(variant_id, signed quantity)`` line of an order:
+    RESERVE lines are negative, RELEASE lines positive."""
+    conn.execute(
+        insert(inventory_movements),
+        [
+            {"variant_id": v, "kind": kind, "quantity": q, "order_id": order_id, "created_at": now}
+            for v, q in lines
+        ],
+    )
+
+
+def use_coupon(conn: Connection, user_coupon_id: int, order_id: int, now: datetime) -> bool:
+    """Mark an ISSUED user coupon USED by the order; False when it is no longer ISSUED."""
+    params = {"p_user_coupon": user_coupon_id, "p_now": now, "p_order": order_id}
+    return (conn.execute(_USE_COUPON, params)).first() is not None
+
+
+def return_coupon(conn: Connection, user_coupon_id: int, now: datetime) -> None:
+    """Give a USED coupon back: ISSUED while still valid at ``now``, else EXPIRED."""
+    conn.execute(_RETURN_COUPON, {"p_user_coupon": user_coupon_id, "p_now": now})
+
+
+def insert_payment(
+    conn: Connection, order_id: int, user_id: int, kind: str, amount: int, now: datetime
+) -> int:
+    """Append a PAYMENT or REFUND row; returns its id."""
+    row = {
+        "order_id": order_id,
+        "user_id": user_id,
+        "kind": kind,
+        "amount": amount,
+        "created_at": now,
+    }
+    payment_id: int = (conn.execute(_INSERT_PAYMENT, row)).scalar_one()
+    return payment_id
+
+
+def lock_order(conn: Connection, user_id: int, order_id: int) -> Any | None:
+    """The user's order row locked for update, or None (no such order, or another's)."""
+    return (conn.execute(_LOCK_ORDER, {"p_order": order_id, "p_user": user_id})).first()
+
+
+def mark_paid(conn: Connection, order_id: int, now: datetime) -> Any | None:
+    """PENDING and not yet due → PAID; the changed row, or None when it was not."""
+    return (conn.execute(_MARK_PAID, {"p_order": order_id, "p_now": now})).first()
+
+
+def mark_cancelled(conn: Connection, order_id: int, status: str, now: datetime) -> Any | None:
+    """``status`` → CANCELLED; the changed row, or None when the status had changed."""
+    params = {"p_order": order_id, "p_now": now, "p_status": status}
+    return (conn.execute(_MARK_CANCELLED, params)).first()
+
+
+def mark_expired(conn: Connection, order_id: int, now: datetime) -> bool:
+    """PENDING and due → EXPIRED; False when it was not (paid, cancelled, or not due)."""
+    return (conn.execute(_MARK_EXPIRED, {"p_order": order_id, "p_now": now})).first() is not None
+
+
+def overdue(conn: Connection, now: datetime, limit: int) -> list[tuple[int, int | None]]:
+    """``[(order_id, user_coupon_id)]`` of up to ``limit`` PENDING orders due at ``now``,
+    the longest overdue first."""
+    rows = conn.execute(_OVERDUE, {"p_now": now, "p_limit": limit})
+    return [(order_id, user_coupon_id) for order_id, user_coupon_id in rows]
+
+
+def order_lines(conn: Connection, order_id: int) -> list[tuple[int, int, int]]:
+    """``[(variant_id, product_id, quantity)]`` of an order, by variant id (the lock order)."""
+    result = conn.execute(_ORDER_LINES, {"p_order": order_id})
+    return [(v, p, q) for v, p, q in result]
+
+
+def items_and_payments(conn: Connection, order_ids: Sequence[int]) -> tuple[list[Any], list[Any]]:
+    """The ``order_items`` and ``payments`` rows of the orders, each by id."""
+    ids = list(order_ids)
+    item_rows = (
+        conn.execute(
+            select(order_items).where(order_items.c.order_id.in_(ids)).order_by(order_items.c.id)
+        )
+    ).all()
+    payment_rows = (
+        conn.execute(select(payments).where(payments.c.order_id.in_(ids)).order_by(payments.c.id))
+    ).all()
+    return list(item_rows), list(payment_rows)
+
+
+def order_row(conn: Connection, user_id: int, order_id: int) -> Any | None:
+    """The user's order row, or None (no such order, or another's)."""
+    stmt = select(orders).where(orders.c.id == order_id, orders.c.user_id == user_id)
+    return (conn.execute(stmt)).first()
+
+
+def order_rows(conn: Connection, user_id: int, *, limit: int, before_id: int | None) -> list[Any]:
+    """Up to ``limit`` of the user's order rows with ids below ``before_id``, newest first."""
+    stmt = select(orders).where(orders.c.user_id == user_id).order_by(orders.c.id.desc())
+    if before_id is not None:
+        stmt = stmt.where(orders.c.id < before_id)
+    return list((conn.execute(stmt.limit(limit))).all())
