@@ -18,7 +18,7 @@ database then confirms every grant with a conditional write. Rules:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -46,6 +46,14 @@ class StockGate:
         self.pool = StockPool()
         self.freshness_s = freshness_s
         self._synced_at: dict[int, float] = {}
+        #: Called with product ids by :meth:`stock_changed` (the catalog read cache listens).
+        self.on_change: list[Callable[[Collection[int]], None]] = []
+
+    def stock_changed(self, product_ids: Collection[int]) -> None:
+        """A committed transaction of this process changed the stock of these products:
+        tell the :attr:`on_change` listeners (call it after commit)."""
+        for listener in self.on_change:
+            listener(product_ids)
 
     def learn(self, variant_id: int, stock: int) -> None:
         """Learn the database's stock of a variant (units, ≥ 0)."""

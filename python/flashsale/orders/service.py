@@ -11,8 +11,9 @@ concurrent orders cannot deadlock:
    ``stock >= quantity`` per variant, the coupon still ``ISSUED``; each writes
    its ledger row (wallet transaction, inventory movement, payment);
 4. a paid order writes its ``order.paid`` outbox event in the same transaction;
-5. after commit the sale is recorded in this process's ranking; after a
-   rollback the gate's reservation is released and corrected from the database.
+5. after commit the sale is recorded in this process's ranking and the gate's
+   listeners (the catalog read cache) learn which products' stock changed; after
+   a rollback the gate's reservation is released and corrected from the database.
 
 Pay-later orders are PENDING and hold stock and coupon until ``expires_at``;
 payment, cancellation and expiry change the status with conditional updates
@@ -409,6 +410,7 @@ async def _place_order(
             stock = int((await session.execute(_STOCK_OF, stock_params)).scalar_one())
             after_rollback(session, partial(gate.learn, variant_id, stock))
             raise OutOfStock(variant_id=variant_id, requested=quantity, available=stock)
+    after_commit(session, partial(gate.stock_changed, {i.product_id for i in items}))
     await session.execute(
         insert(order_items),
         [{"order_id": order_id, **i.model_dump()} for i in items],
@@ -559,6 +561,7 @@ async def _release_holdings(
         await session.execute(_RETURN_COUPON, {"p_user_coupon": user_coupon_id, "p_now": now})
     released = [(v, q) for v, _p, q in lines]
     after_commit(session, lambda: gate.release(released))
+    after_commit(session, partial(gate.stock_changed, {p for _v, p, _q in lines}))
     return lines
 
 
