@@ -191,7 +191,8 @@ class ReadCache:
         ``Age`` is the whole seconds since the entry's read started; ``max-age`` is
         ``Age`` plus the whole seconds it has left, so a downstream cache computing
         ``max-age - Age`` never keeps it beyond ``max_age_s`` either. With the 1 s
-        default both are 0: fresh now, not to be reused.
+        default both are 0 as soon as the read has taken any time: fresh now, not to
+        be reused downstream.
         """
         age = max(0.0, self._clock() - entry.filled_at)
         whole_age = int(age)
