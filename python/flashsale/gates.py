@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -84,6 +84,14 @@ class StockGate:
         self.freshness_s = freshness_s
         self._synced_at: dict[int, float] = {}
         self._rereads = _SingleFlight()
+        #: Called with product ids by :meth:`stock_changed` (the catalog read cache listens).
+        self.on_change: list[Callable[[Collection[int]], None]] = []
+
+    def stock_changed(self, product_ids: Collection[int]) -> None:
+        """A committed transaction of this process changed the stock of these products:
+        tell the :attr:`on_change` listeners (call it after commit)."""
+        for listener in self.on_change:
+            listener(product_ids)
 
     def learn(self, variant_id: int, stock: int) -> None:
         """Learn the database's stock of a variant (units, ≥ 0)."""

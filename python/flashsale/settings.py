@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     #: How long the ranking follower waits for an outbox id below the newest one seen
     #: (a transaction still running on PostgreSQL); longer than any order transaction.
     ranking_gap_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    #: Catalog reads (``/products``, ``/products/{id}``, ``/products/popular``) are served
+    #: from a per-process cache for at most this long; 0 reads the database every time.
+    read_cache_s: float = Field(default=1.0, ge=0, le=60)
     #: DESIGN §2 gate freshness: a local "sold out" older than this is re-checked.
     gate_freshness_s: float = Field(default=1.0, ge=0)
     admin_email: str | None = None

@@ -1,7 +1,8 @@
 """``/admin/*``: create products and coupons, restock variants (admin role required).
 
-After commit the local gates learn the new values at once; other processes
-learn them within the gate freshness bound (DESIGN §2).
+After commit the local gates learn the new values at once and the catalog read
+cache drops what they change; other processes learn them within the gate
+freshness bound (DESIGN §2) and the read-cache bound (``FLASHSALE_READ_CACHE_S``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ async def create_product(
     def learn() -> None:
         for variant_id, stock in stocked:
             state.stock_gate.learn(variant_id, stock)
+        state.read_cache.invalidate_all()  # list pages gain the product
 
     after_commit(session, learn)
     return await catalog.get_product(session, product_id)
@@ -40,6 +42,7 @@ async def restock(
     """Add units to a variant (RESTOCK movement); 404 ``VARIANT_NOT_FOUND``."""
     product_id, stock = await catalog.restock(session, variant_id, body.quantity)
     after_commit(session, lambda: state.stock_gate.learn(variant_id, stock))
+    after_commit(session, lambda: state.read_cache.invalidate_products((product_id,)))
     product = await catalog.get_product(session, product_id)
     return next(v for v in product.variants if v.id == variant_id)
 

@@ -34,6 +34,7 @@ from flashsale.api.retry import TransactionRetryMiddleware
 from flashsale.api.state import AppState
 from flashsale.auth.router import router as auth_router
 from flashsale.cart.router import router as cart_router
+from flashsale.catalog.cache import ReadCache
 from flashsale.catalog.router import router as catalog_router
 from flashsale.coupons.router import router as coupons_router
 from flashsale.db.engine import Database
@@ -112,7 +113,8 @@ async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def build_state(settings: Settings) -> AppState:
-    """Open the engines and load the gates and the ranking from the database."""
+    """Open the engines and load the gates and the ranking from the database; the read
+    cache learns every stock change and ranking record of this process."""
     db = Database.from_settings(settings)
     state = AppState(
         settings=settings,
@@ -122,7 +124,11 @@ async def build_state(settings: Settings) -> AppState:
         ranking=RankingService(
             settings.ranking_window_s, settings.ranking_bucket_s, settings.ranking_gap_timeout_s
         ),
+        read_cache=ReadCache(settings.read_cache_s),
     )
+    state.stock_gate.on_change.append(state.read_cache.invalidate_products)
+    # Own sales and cancellations, and the events the follower applies.
+    state.ranking.on_record.append(state.read_cache.ranking_changed)
     async with db.read_session() as session:
         await state.stock_gate.load_all(session)
         await state.coupon_gate.load_all(session)

@@ -83,7 +83,9 @@ async def follow_order_events(state: AppState) -> int:
     """One step of the follower: record the order events other processes and instances
     committed (:meth:`RankingService.poll`) and re-read the stock of the variants they
     sold or gave back, so this process's gate learns a sell-out (or a cancellation's
-    units) elsewhere without waiting for a refusal. Returns the events recorded."""
+    units) elsewhere without waiting for a refusal. Recording an event also drops the
+    read cache's entries for its products and its popular answers (the ranking's
+    ``on_record`` listener, wired in ``build_state``). Returns the events recorded."""
     async with state.db.read_session() as session:
         followed = await state.ranking.poll(session)
         if followed.variant_ids:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flashsale.catalog.cache import ReadCache
 from flashsale.db.engine import Database
 from flashsale.gates import CouponIssueGate, StockGate
 from flashsale.ranking.service import RankingService
@@ -12,10 +13,12 @@ from flashsale.settings import Settings
 
 @dataclass
 class AppState:
-    """Settings, database engines, the C++ gates and the ranking of this process."""
+    """Settings, database engines, the C++ gates, the ranking and the catalog read cache
+    of this process."""
 
     settings: Settings
     db: Database
     stock_gate: StockGate
     coupon_gate: CouponIssueGate
     ranking: RankingService
+    read_cache: ReadCache

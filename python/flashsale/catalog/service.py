@@ -1,7 +1,11 @@
 """Catalog reads and admin writes.
 
 Stock shown to clients is read from the database (the source of truth), never
-from the per-process gate.
+from the per-process gate. The routes serve these reads through the per-process
+:class:`~flashsale.catalog.cache.ReadCache`, so the stock shown is at most
+``FLASHSALE_READ_CACHE_S`` (default 1 s) old, and is re-read sooner when this
+process learns of a change (its own committed writes, the order events its
+ranking follower applies).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ database. Functions take a synchronous :class:`~sqlalchemy.Connection`: they run
 group-commit writer's thread, or inside a request's session through
 :func:`flashsale.db.writer.run_in_session`. The hot statements are built once and
 executed with parameters: building a Core statement (and its cache key) costs several
-times more than running it on SQLite. Grants are conditional writes (``stock >= :q``, ``status = 'ISSUED'``,
-``status = 'PENDING' AND expires_at > :now``) whose result says whether the database
-confirmed them. Money is integer KRW; times are UTC.
+times more than running it on SQLite. Grants are conditional writes (``stock >= :q``,
+``status = 'ISSUED'``, ``status = 'PENDING' AND expires_at > :now``) whose result says
+whether the database confirmed them. Money is integer KRW; times are UTC.
 """
 
 from __future__ import annotations

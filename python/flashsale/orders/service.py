@@ -11,8 +11,9 @@ concurrent orders cannot deadlock:
    ``stock >= quantity`` per variant, the coupon still ``ISSUED``; each writes
    its ledger row (wallet transaction, inventory movement, payment);
 4. a paid order writes its ``order.paid`` outbox event in the same transaction;
-5. after commit the sale is recorded in this process's ranking; after a
-   rollback the gate's reservation is released and corrected from the database.
+5. after commit the sale is recorded in this process's ranking and the gate's
+   listeners (the catalog read cache) learn which products' stock changed; after
+   a rollback the gate's reservation is released and corrected from the database.
 
 :func:`place_order` runs three steps: validate (lines, variants, sale windows,
 purchase limits), price (items, coupon discount, balance) and write (the

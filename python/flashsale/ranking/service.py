@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -90,6 +90,9 @@ class RankingService:
         self._gaps: dict[int, float] = {}
         #: Event ids this process recorded (or is about to): the follower skips them.
         self._local: set[str] = set()
+        #: Called with the product ids of every sale or cancellation recorded, this
+        #: process's own or followed (the catalog read cache listens).
+        self.on_record: list[Callable[[Collection[int]], None]] = []
 
     # -- this process's own sales ------------------------------------------------
     def claim(self, event_id: str) -> None:
@@ -106,8 +109,11 @@ class RankingService:
         ``lines`` are ``(product_id, quantity)``; each product counts one order.
         """
         ts = paid_at.timestamp()
-        for product_id, quantity in _aggregate(lines).items():
+        per_product = _aggregate(lines)
+        for product_id, quantity in per_product.items():
             self.ranking.record(product_id, sign * quantity, sign, ts)
+        for listener in self.on_record:
+            listener(per_product.keys())
 
     # -- rebuilding and following the database -----------------------------------
     async def rebuild(self, session: AsyncSession, now: float | None = None) -> int:
