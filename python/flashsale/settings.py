@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     #: FastAPI's native OpenTelemetry (traces, metrics, logs to the global providers).
     opentelemetry: bool = False
     db_pool_size: int = Field(default=8, ge=1, le=100)
+    #: Group commit: admitted writes (orders, payments, cancellations, coupon issues,
+    #: charges) committed together, at most this many per transaction.
+    writer_max_batch: int = Field(default=128, ge=1, le=10_000)
+    #: Group commit: a batch of one waits this long (ms) once for others to join it.
+    writer_window_ms: float = Field(default=1.0, ge=0, le=100)
     db_busy_timeout_ms: int = Field(default=30_000, ge=0)
     #: Log lines as plain text or JSON objects (each with its request id).
     log_format: Literal["text", "json"] = "text"

@@ -111,12 +111,12 @@ async def test_an_order_aborted_mid_transaction_is_placed_once(
     real = orders_service.add_order_event
     calls = 0
 
-    async def deadlocked_once(*args: Any, **kwargs: Any) -> str:
+    def deadlocked_once(*args: Any, **kwargs: Any) -> str:
         nonlocal calls
         calls += 1
         if calls == 1:  # stock taken, wallet debited, payment written: all rolled back
             raise aborted()
-        return await real(*args, **kwargs)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(orders_service, "add_order_event", deadlocked_once)
     user = await api.user(balance=50_000)

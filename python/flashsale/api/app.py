@@ -37,7 +37,8 @@ from flashsale.cart.router import router as cart_router
 from flashsale.catalog.cache import ReadCache
 from flashsale.catalog.router import router as catalog_router
 from flashsale.coupons.router import router as coupons_router
-from flashsale.db.engine import Database
+from flashsale.db.engine import Database, make_sync_engine, writer_lock_path
+from flashsale.db.writer import GroupCommitWriter
 from flashsale.errors import FlashsaleError
 from flashsale.gates import CouponIssueGate, StockGate
 from flashsale.orders.router import router as orders_router
@@ -125,7 +126,14 @@ async def build_state(settings: Settings) -> AppState:
             settings.ranking_window_s, settings.ranking_bucket_s, settings.ranking_gap_timeout_s
         ),
         read_cache=ReadCache(settings.read_cache_s),
+        writer=GroupCommitWriter(
+            make_sync_engine(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms),
+            max_batch=settings.writer_max_batch,
+            window_s=settings.writer_window_ms / 1000,
+            lock_path=writer_lock_path(settings.database_url),
+        ),
     )
+    state.writer.start()
     state.stock_gate.on_change.append(state.read_cache.invalidate_products)
     # Own sales and cancellations, and the events the follower applies.
     state.ranking.on_record.append(state.read_cache.ranking_changed)
@@ -163,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await stop_tasks(stop, tasks, grace_s=10.0)
+            await state.writer.stop()
             await state.db.dispose()
 
     # FastAPI's native OpenTelemetry checks for global providers on every request;

@@ -9,12 +9,12 @@ across processes and instances:
 - same key while the first request is still running → 409 ``IDEMPOTENCY_KEY_IN_USE``;
 - keys are kept ``idempotency_ttl_s`` (≥ 24 h), then purged by the maintenance loop.
 
-How a request goes: a short transaction of its own inserts the key as
-IN_PROGRESS (the unique ``(user_id, key)`` constraint decides who is first, on
-any database). A success is stored by the endpoint's own transaction, together
-with its effect (:meth:`IdempotencyGuard.succeeded`), so no crash can leave an
-effect without its stored response. A business refusal (404/409) changed
-nothing, so it is stored afterwards in a transaction of its own. Anything else
+How a request goes: the group-commit writer inserts the key as IN_PROGRESS (the
+unique ``(user_id, key)`` constraint decides who is first, on any database). A
+success is stored in the transaction of its effect (:meth:`IdempotencyGuard.store`
+in the writer operation, or :meth:`IdempotencyGuard.succeeded` in a request's own
+session), so no crash can leave an effect without its stored response. A business
+refusal (404/409) changed nothing, so it is stored afterwards, through the writer. Anything else
 (validation errors, 401, 5xx) deletes the key: nothing was done, and the client
 may retry with the same key. An IN_PROGRESS key older than ``idempotency_lock_s``
 belongs to a request that died before committing and may be taken over.
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
@@ -36,7 +36,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,6 +46,7 @@ from flashsale.api.state import AppState
 from flashsale.db.models import idempotency_keys
 from flashsale.db.session import transaction
 from flashsale.db.types import utcnow
+from flashsale.db.writer import Tx
 from flashsale.errors import FlashsaleError, IdempotencyKeyInUse, IdempotencyKeyReused
 
 M = TypeVar("M", bound=BaseModel)
@@ -102,6 +103,14 @@ class IdempotencyGuard:
         self.key_id = key_id
         self.stored = False
 
+    def store(self, conn: Connection, result: BaseModel, status: int) -> None:
+        """Store ``result`` as the key's response on ``conn``, in the transaction of the
+        effect (a writer operation's)."""
+        if self.key_id is not None:
+            body = result.model_dump_json()
+            conn.execute(_STORE_RESPONSE, {"p_id": self.key_id, "p_status": status, "p_body": body})
+            self.stored = True
+
     async def succeeded(self, session: AsyncSession, result: M, status: int) -> M:
         """Store ``result`` as the key's response in the endpoint's transaction; returns it."""
         if self.key_id is not None:
@@ -139,9 +148,10 @@ async def _claim(state: State, user_id: int, key: str, print_: str, now: datetim
         "locked_at": now,
     }
     try:
-        async with transaction(state.db.write_session) as session:
-            key_id: int = (await session.execute(_INSERT_KEY, row)).scalar_one()
-            return key_id
+        key_id: int = await state.writer.submit(
+            lambda tx: tx.conn.execute(_INSERT_KEY, row).scalar_one()
+        )
+        return key_id
     except IntegrityError:
         pass  # the key exists: look at what it holds
     async with transaction(state.db.read_session) as session:
@@ -155,27 +165,22 @@ async def _claim(state: State, user_id: int, key: str, print_: str, now: datetim
     if existing.locked_at > now - timedelta(seconds=state.settings.idempotency_lock_s):
         raise IdempotencyKeyInUse(idempotency_key=key)
     # The first request died before committing anything: take the key over.
-    async with transaction(state.db.write_session) as session:
-        taken = (
-            await session.execute(
-                _TAKE_OVER, {"p_id": existing.id, "p_locked_at": existing.locked_at, "p_now": now}
-            )
-        ).first()
+    params = {"p_id": existing.id, "p_locked_at": existing.locked_at, "p_now": now}
+    taken = await state.writer.submit(lambda tx: tx.conn.execute(_TAKE_OVER, params).first())
     if taken is None:
         raise IdempotencyKeyInUse(idempotency_key=key)
     return int(existing.id)
 
 
 async def _finish(state: State, key_id: int, error: BaseException | None) -> None:
-    """Store a business refusal as the key's response, or forget the key."""
-    async with transaction(state.db.write_session) as session:
-        if isinstance(error, FlashsaleError) and error.status in _STORED_ERROR_STATUSES:
-            body = json.dumps(error_body(error.code, error.message, error.details))
-            await session.execute(
-                _STORE_RESPONSE, {"p_id": key_id, "p_status": error.status, "p_body": body}
-            )
-        else:
-            await session.execute(_FORGET, {"p_id": key_id})
+    """Store a business refusal as the key's response, or forget the key (a writer
+    operation: the refusals of a rush share commits with its winners)."""
+    if isinstance(error, FlashsaleError) and error.status in _STORED_ERROR_STATUSES:
+        body = json.dumps(error_body(error.code, error.message, error.details))
+        params: dict[str, object] = {"p_id": key_id, "p_status": error.status, "p_body": body}
+        await state.writer.submit(lambda tx: tx.conn.execute(_STORE_RESPONSE, params))
+    else:
+        await state.writer.submit(lambda tx: tx.conn.execute(_FORGET, {"p_id": key_id}))
 
 
 @asynccontextmanager
@@ -205,6 +210,31 @@ async def idempotent(
         raise
     if not guard.stored:  # e.g. the body failed validation after the key was claimed
         await _finish(state, guard.key_id, None)
+
+
+async def submit_write(
+    request: Request,
+    state: AppState,
+    user_id: int,
+    key: str | None,
+    op: Callable[[Tx], M],
+    status: int,
+) -> M:
+    """Run the writer operation ``op`` for a request, its ``Idempotency-Key`` honoured:
+    a success is stored as the key's response in the same transaction as its effect
+    (:meth:`IdempotencyGuard.store`), a refusal after it (:func:`idempotent`).
+
+    Raises:
+        what ``op`` raises, and what :func:`idempotent` raises.
+    """
+    async with idempotent(request, state, user_id, key) as idem:
+
+        def write(tx: Tx) -> M:
+            result = op(tx)
+            idem.store(tx.conn, result, status)
+            return result
+
+        return await state.writer.submit(write)
 
 
 #: The ``Idempotency-Key`` header (1–255 characters), documented in the OpenAPI schema.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request, status
 
 from flashsale.api.deps import CurrentUser, PathId, ReadSession, app_state
-from flashsale.api.idempotency import IdempotencyKey, idempotent
+from flashsale.api.idempotency import IdempotencyKey, submit_write
 from flashsale.coupons import service
 from flashsale.coupons.schemas import CouponOut, IssueOut, MyCouponOut
-from flashsale.db.session import transaction
 from flashsale.db.types import utcnow
 
 router = APIRouter(tags=["coupons"])
@@ -29,19 +30,20 @@ async def issue_coupon(
 
     The flash crowd's losers are answered from the gate before any database session
     is opened; a request with an ``Idempotency-Key`` goes to the database first, so
-    that a retry replays the first answer.
+    that a retry replays the first answer. Admitted issues are committed in groups
+    by the process's writer.
     """
     state = app_state(request)
     if idempotency_key is None:
         await service.refuse_early(
             state.coupon_gate, state.db.read_session, coupon_id, user.user_id, utcnow()
         )
-    async with (
-        idempotent(request, state, user.user_id, idempotency_key) as idem,
-        transaction(state.db.write_session) as session,
-    ):
-        issued = await service.issue(session, state.coupon_gate, coupon_id, user.user_id)
-        return await idem.succeeded(session, issued, status.HTTP_201_CREATED)
+    op = partial(
+        service.issue_op, gate=state.coupon_gate, coupon_id=coupon_id, user_id=user.user_id
+    )
+    return await submit_write(
+        request, state, user.user_id, idempotency_key, op, status.HTTP_201_CREATED
+    )
 
 
 @router.get("/me/coupons")

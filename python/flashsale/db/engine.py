@@ -65,6 +65,18 @@ def sync_url(url: str) -> str:
     return _with_driver(url, use_async=False)
 
 
+def writer_lock_path(url: str) -> str | None:
+    """The file the group-commit writers of one SQLite database take turns on
+    (``<database>-writer.lock``, beside it); None for PostgreSQL or an in-memory
+    database."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return f"{database}-writer.lock"
+
+
 def _configure_sqlite(engine: Engine, *, immediate: bool, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -30,6 +30,7 @@ transaction, or ``flashsale seed``), so each rule and statement is written once.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import queue
 import threading
@@ -119,6 +120,10 @@ class GroupCommitWriter:
         window_s: when a batch would hold a single operation, wait this long once for
             others to join it (a few milliseconds: more winners per commit).
         attempts: runs of a batch PostgreSQL aborts as retryable (the first included).
+        lock_path: a file whose exclusive ``flock`` the writer holds around each batch
+            (SQLite): the writers of a machine's processes then queue in the kernel,
+            which wakes the next one as soon as a batch commits, instead of polling
+            SQLite's write lock in its busy handler, which sleeps 1 to 100 ms a try.
     """
 
     def __init__(
@@ -129,11 +134,13 @@ class GroupCommitWriter:
         window_s: float = 0.002,
         attempts: int = 5,
         name: str = "flashsale-writer",
+        lock_path: str | None = None,
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self.window_s = window_s
         self.attempts = attempts
+        self.lock_path = lock_path
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -147,10 +154,10 @@ class GroupCommitWriter:
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the thread and close its connection."""
-        if not self._thread.is_alive():
-            return
-        self._queue.put(_STOP)
-        await asyncio.to_thread(self._thread.join)
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+        self.engine.dispose()
 
     async def submit(self, op: Op[T]) -> T:
         """Run ``op`` in the next batch; its result once the batch has committed.
@@ -168,13 +175,24 @@ class GroupCommitWriter:
     # -- the writer thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        with self.engine.connect() as conn:
-            while True:
-                batch, stop = self._take()
-                if batch:
-                    self._write(conn, batch)
-                if stop:
-                    return
+        lock = open(self.lock_path, "a+b") if self.lock_path else None  # noqa: SIM115
+        try:
+            with self.engine.connect() as conn:
+                while True:
+                    batch, stop = self._take()
+                    if batch:
+                        if lock is not None:
+                            fcntl.flock(lock, fcntl.LOCK_EX)
+                        try:
+                            self._write(conn, batch)
+                        finally:
+                            if lock is not None:
+                                fcntl.flock(lock, fcntl.LOCK_UN)
+                    if stop:
+                        return
+        finally:
+            if lock is not None:
+                lock.close()
 
     def _take(self) -> tuple[list[_Pending[Any]], bool]:
         first = self._queue.get()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request, status
 
 from flashsale.api.deps import (
@@ -10,14 +12,11 @@ from flashsale.api.deps import (
     Limit,
     PathId,
     ReadSession,
-    State,
-    WriteSession,
     app_state,
     decode_cursor,
     encode_cursor,
 )
-from flashsale.api.idempotency import Idempotency, IdempotencyKey, idempotent
-from flashsale.db.session import transaction
+from flashsale.api.idempotency import IdempotencyKey, submit_write
 from flashsale.orders import service
 from flashsale.orders.schemas import OrderIn, OrderOut, OrderPage
 
@@ -32,44 +31,51 @@ async def create_order(
 
     An order the stock gate knows to be hopeless is answered ``OUT_OF_STOCK`` before
     any database session is opened (without an ``Idempotency-Key``: with one, the
-    database is asked first so that a retry replays the first answer).
+    database is asked first so that a retry replays the first answer). Admitted
+    orders are committed in groups by the process's writer.
     """
     state = app_state(request)
     if idempotency_key is None:
         await service.refuse_early(state.stock_gate, state.db.read_session, body)
-    async with (
-        idempotent(request, state, user.user_id, idempotency_key) as idem,
-        transaction(state.db.write_session) as session,
-    ):
-        order = await service.place_order(
-            session,
-            state.stock_gate,
-            state.ranking,
-            user.user_id,
-            body,
-            payment_timeout_s=state.settings.order_payment_timeout_s,
-        )
-        return await idem.succeeded(session, order, status.HTTP_201_CREATED)
+    op = partial(
+        service.place_order_op,
+        gate=state.stock_gate,
+        ranking=state.ranking,
+        user_id=user.user_id,
+        body=body,
+        payment_timeout_s=state.settings.order_payment_timeout_s,
+    )
+    return await submit_write(
+        request, state, user.user_id, idempotency_key, op, status.HTTP_201_CREATED
+    )
 
 
 @router.post("/orders/{order_id}/payment")
 async def pay_order(
-    order_id: PathId, user: CurrentUser, idem: Idempotency, session: WriteSession, state: State
+    order_id: PathId, user: CurrentUser, request: Request, idempotency_key: IdempotencyKey = None
 ) -> OrderOut:
     """Pay a PENDING order (409 ``ORDER_NOT_PAYABLE`` once paid, cancelled or expired)."""
-    order = await service.pay_order(session, state.ranking, user.user_id, order_id)
-    return await idem.succeeded(session, order, status.HTTP_200_OK)
+    state = app_state(request)
+    op = partial(
+        service.pay_order_op, ranking=state.ranking, user_id=user.user_id, order_id=order_id
+    )
+    return await submit_write(request, state, user.user_id, idempotency_key, op, status.HTTP_200_OK)
 
 
 @router.post("/orders/{order_id}/cancel")
 async def cancel_order(
-    order_id: PathId, user: CurrentUser, idem: Idempotency, session: WriteSession, state: State
+    order_id: PathId, user: CurrentUser, request: Request, idempotency_key: IdempotencyKey = None
 ) -> OrderOut:
     """Cancel a PENDING or PAID order; a PAID one is refunded (409 ``ORDER_NOT_CANCELLABLE``)."""
-    order = await service.cancel_order(
-        session, state.stock_gate, state.ranking, user.user_id, order_id
+    state = app_state(request)
+    op = partial(
+        service.cancel_order_op,
+        gate=state.stock_gate,
+        ranking=state.ranking,
+        user_id=user.user_id,
+        order_id=order_id,
     )
-    return await idem.succeeded(session, order, status.HTTP_200_OK)
+    return await submit_write(request, state, user.user_id, idempotency_key, op, status.HTTP_200_OK)
 
 
 @router.get("/orders/{order_id}")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from sqlalchemy import select
 
 from flashsale.api.deps import (
@@ -12,13 +10,13 @@ from flashsale.api.deps import (
     Cursor,
     Limit,
     ReadSession,
-    WriteSession,
+    app_state,
     decode_cursor,
     encode_cursor,
 )
-from flashsale.api.idempotency import Idempotency
+from flashsale.api.idempotency import IdempotencyKey, submit_write
 from flashsale.db.models import wallet_transactions, wallets
-from flashsale.db.writer import run_in_session
+from flashsale.db.writer import Tx
 from flashsale.errors import Unauthenticated
 from flashsale.wallet import service
 from flashsale.wallet.schemas import (
@@ -47,16 +45,20 @@ async def get_wallet(user: CurrentUser, session: ReadSession) -> WalletOut:
 
 @router.post("/charges", status_code=status.HTTP_201_CREATED)
 async def create_charge(
-    body: ChargeRequest, user: CurrentUser, idem: Idempotency, session: WriteSession
+    body: ChargeRequest, user: CurrentUser, request: Request, idempotency_key: IdempotencyKey = None
 ) -> ChargeOut:
     """Charge points (422 ``CHARGE_AMOUNT_OUT_OF_RANGE``, 409 ``BALANCE_LIMIT_EXCEEDED``)."""
-    tx_id, balance, created_at = await run_in_session(
-        session, partial(service.charge_op, user_id=user.user_id, amount=body.amount)
+
+    def charge(tx: Tx) -> ChargeOut:
+        tx_id, balance, created_at = service.charge_op(tx, user_id=user.user_id, amount=body.amount)
+        return ChargeOut(
+            transaction_id=tx_id, amount=body.amount, balance=balance, created_at=created_at
+        )
+
+    state = app_state(request)
+    return await submit_write(
+        request, state, user.user_id, idempotency_key, charge, status.HTTP_201_CREATED
     )
-    out = ChargeOut(
-        transaction_id=tx_id, amount=body.amount, balance=balance, created_at=created_at
-    )
-    return await idem.succeeded(session, out, status.HTTP_201_CREATED)
 
 
 @router.get("/transactions")
