@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from flashsale.bench.http.baseline import (
     STATS_INTERVAL_S,
     read_transaction_counts,
 )
-from flashsale.bench.http.measure import CpuMark, cpu_mark, group_cpu_us
+from flashsale.bench.http.measure import BackendSampler, CpuMark, cpu_mark, group_cpu_us
 from flashsale.bench.http.seed import Layout
 from flashsale.demo.server import ServerEnv, ServerProcess, _ChildService
 from flashsale.demo.transactions import PG_STATS_SETTLE_S, PgStats, TxCount, transactions_of
@@ -44,7 +44,7 @@ WRK_MARK = "FLASHSALE_BENCH "
 #: over :data:`SETTLE_WINDOW_S` (workers still importing, gates loading), at most
 #: :data:`SETTLE_MAX_S`.
 SETTLE_CPU_SHARE = 0.1
-SETTLE_WINDOW_S = 0.5
+SETTLE_WINDOW_S = 0.3
 SETTLE_MAX_S = 20.0
 #: The two services.
 FLASHSALE = "flashsale"
@@ -294,12 +294,15 @@ def figures(
     side: Mapping[str, Any] | None,
     cpu: tuple[CpuMark, CpuMark],
     transactions: TxCount | None,
+    db_backends_us: float | None = None,
 ) -> dict[str, Any]:
     """The JSON record of one service in one scenario.
 
     Rates are per second of ``wrk``'s own duration; latencies in ms; CPU in µs (the
     server's and the database's, per request over every request of the run, the side
     run's included, and per success); ``db_transactions`` are commits + rollbacks.
+    On PostgreSQL the database's CPU is ``db_backends_us`` (the backends of the
+    service's database) and the whole cluster's is kept as ``cpu_db_cluster_us``.
     """
     seconds = main["duration_us"] / 1e6
     requests = int(main["requests"])
@@ -307,9 +310,10 @@ def figures(
     won = successes(main, scenario.success)
     before, after = cpu
     server_us = after.server_us - before.server_us
-    db_us = None
+    cluster_us = None
     if after.db_us is not None and before.db_us is not None:
-        db_us = after.db_us - before.db_us
+        cluster_us = after.db_us - before.db_us
+    db_us = db_backends_us
     cpu_us = server_us + (db_us or 0.0)
     statuses: dict[str, int] = dict(main["statuses"])
     refused = sum(n for code, n in statuses.items() if code == "409")
@@ -331,6 +335,7 @@ def figures(
         "socket_errors": main["errors"],
         "cpu_server_us": round(server_us),
         "cpu_db_us": None if db_us is None else round(db_us),
+        "cpu_db_cluster_us": None if cluster_us is None else round(cluster_us),
         "cpu_us_per_request": round(cpu_us / max(all_requests, 1), 1),
         "cpu_us_per_success": round(cpu_us / won, 1) if won else None,
         "cpu_us_per_refused": round(cpu_us / refused, 1) if refused else None,
@@ -407,9 +412,17 @@ class Service:
             self.pg = PgStats(databases.server_url, databases.names[SERVICES.index(name)])
         self._paused = False
 
-    def start(self) -> None:
-        """Start the server, let it settle and pause it."""
+    def start(self, warm_up: Sequence[str]) -> None:
+        """Start the server, warm it up with one second of ``wrk`` (``warm_up``: script
+        arguments; fills the connection pools, which would otherwise open their
+        connections during the first measured run), let it settle and pause it.
+
+        Raises:
+            ServerError: the server did not start.
+            BenchError: the warm-up failed.
+        """
         self.process.start()
+        run_wrk(replace(self.settings, seconds=1.0), self.process.base_url, warm_up, None)
         _settle(self.process.pid)
         self.pause()
 
@@ -469,6 +482,10 @@ def run_scenario(
     service.resume()
     try:
         tx_before = service.transactions()
+        sampler = None
+        if service.pg is not None:
+            sampler = BackendSampler(service.pg.database)
+            sampler.start()
         cpu_before = cpu_mark(service.process.pid, postgres=settings.postgres)
         main, side = run_wrk(
             settings,
@@ -477,14 +494,17 @@ def run_scenario(
             scenario.side_args(layout, tokens),
         )
         cpu_after = cpu_mark(service.process.pid, postgres=settings.postgres)
+        db_backends_us = None if sampler is None else sampler.stop()
+        # Requests still in flight when wrk stopped finish in the next resume's settle.
         tx_after = service.transactions()
-        _settle(service.process.pid)  # requests still in flight when wrk stopped
     finally:
         service.pause()
     transactions = None
     if tx_before is not None and tx_after is not None:
         transactions = tx_after - tx_before
-    record = figures(scenario, service.name, main, side, (cpu_before, cpu_after), transactions)
+    record = figures(
+        scenario, service.name, main, side, (cpu_before, cpu_after), transactions, db_backends_us
+    )
     record["tracebacks"] = service.log_tracebacks()
     return record
 
@@ -524,8 +544,9 @@ def run_all(
     services = [Service(name, settings, databases, secret) for name in SERVICES]
     records = []
     try:
+        warm_up = ["page", str(tokens), str(layout.first_variant)]
         for service in services:
-            service.start()
+            service.start(warm_up)
         for scenario in scenarios:
             print(f"{scenario.title} ({settings.seconds:g} s each):", flush=True)
             for service in services:
