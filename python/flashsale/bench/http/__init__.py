@@ -135,7 +135,7 @@ def _wrk_version(wrk: str) -> str:
 
 
 def _table(path: str) -> int:
-    from flashsale.bench.http.report import goals, markdown, render_goals
+    from flashsale.bench.http.report import goals, markdown, markdown_goals
 
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -145,7 +145,8 @@ def _table(path: str) -> int:
     print(markdown(data))
     print()
     print("Goals:")
-    print(render_goals(goals(data)))
+    print()
+    print(markdown_goals(goals(data)))
     return 0
 
 

@@ -520,7 +520,7 @@ def describe(record: Mapping[str, Any]) -> str:
     )
     if per_success is not None and record["scenario"] != "healthz":
         text += f"  {per_success:,.0f} µs/success"
-    if tx is not None:
+    if tx is not None and record["scenario"] != "healthz":
         text += f"  {tx:.2f} tx/success"
     if record["server_errors"]:
         text += f"  {record['server_errors']} 5xx!"
