@@ -6,9 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages for the C++ suite (GoogleTest, Boost headers, a compiler).
+# System packages for the C++ suite (GoogleTest, Boost headers, a compiler) and wrk,
+# the load generator of `flashsale bench http`.
 missing=()
-for pkg in cmake g++ libboost-dev libgtest-dev; do
+for pkg in cmake g++ libboost-dev libgtest-dev wrk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "seed", help="seed a month of sales (see `flashsale seed --help`)", add_help=False
     )
-    sub.add_parser("bench", help="benchmarks: `flashsale bench core|ranking`", add_help=False)
+    sub.add_parser("bench", help="benchmarks: `flashsale bench core|ranking|http`", add_help=False)
     return parser
 
 
@@ -218,9 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return seed_main(argv[1:])
     if argv and argv[0] == "bench":
-        if len(argv) < 2 or argv[1] not in {"core", "ranking"}:
-            print("usage: flashsale bench core|ranking [options]", file=sys.stderr)
+        if len(argv) < 2 or argv[1] not in {"core", "ranking", "http"}:
+            print("usage: flashsale bench core|ranking|http [options]", file=sys.stderr)
             return 2
+        if argv[1] == "http":
+            from flashsale.bench.http import main as bench_http
+
+            return bench_http(argv[2:])
         if argv[1] == "ranking":
             from flashsale.bench.ranking import main as bench_ranking
 
