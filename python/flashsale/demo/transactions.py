@@ -210,10 +210,17 @@ class _Scrape:
     latency: list[LatencyHistogram | None]
 
 
+def _parse(texts: list[str | None]) -> _Scrape:
+    return _Scrape(
+        [None if t is None else transactions_of(t) for t in texts],
+        [None if t is None else latency_histogram_of(t) for t in texts],
+    )
+
+
 @dataclass
 class _Mark:
     at: float
-    scrape: _Scrape
+    texts: list[str | None]
     pg: TxCount | None
 
 
@@ -231,16 +238,10 @@ class TransactionProbe:
         self.pg = pg
         self._mark: _Mark | None = None
 
-    async def _scrape(self) -> _Scrape:
-        texts = await self.api.scrape_metrics()
-        return _Scrape(
-            [None if t is None else transactions_of(t) for t in texts],
-            [None if t is None else latency_histogram_of(t) for t in texts],
-        )
-
     async def scrape(self) -> list[TxCount | None]:
         """:data:`TX_METRIC` of every instance now, in instance order."""
-        return (await self._scrape()).transactions
+        texts = await self.api.scrape_metrics()
+        return [None if t is None else transactions_of(t) for t in texts]
 
     async def _read_pg(self) -> TxCount | None:
         return None if self.pg is None else await asyncio.to_thread(self.pg.read)
@@ -260,7 +261,10 @@ class TransactionProbe:
     async def start(self) -> None:
         """Mark the start of a rush."""
         pg = await self._read_pg()
-        self._mark = _Mark(time.perf_counter(), await self._scrape(), pg)
+        at = time.perf_counter()
+        # Parsed in stop(), outside the window: parsing a histogram exposition takes tens
+        # of milliseconds.
+        self._mark = _Mark(at, await self.api.scrape_metrics(), pg)
 
     async def stop(
         self, name: str, unit: str, successes: int, instance_successes: Sequence[int]
@@ -278,8 +282,9 @@ class TransactionProbe:
         if mark is None:
             raise RuntimeError("TransactionProbe.stop() before start()")
         self._mark = None
-        after = await self._scrape()
+        texts = await self.api.scrape_metrics()
         seconds = time.perf_counter() - mark.at
+        before, after = _parse(mark.texts), _parse(texts)
         pg: TxCount | None = None
         if self.pg is not None:
             await asyncio.sleep(PG_STATS_SETTLE_S)
@@ -291,8 +296,8 @@ class TransactionProbe:
             unit=unit,
             successes=successes,
             instance_successes=list(instance_successes),
-            instances=_deltas(after.transactions, mark.scrape.transactions),
+            instances=_deltas(after.transactions, before.transactions),
             pg=pg,
             seconds=seconds,
-            latency=ServerLatency(name, _latency_deltas(after.latency, mark.scrape.latency)),
+            latency=ServerLatency(name, _latency_deltas(after.latency, before.latency)),
         )
