@@ -44,6 +44,27 @@ def test_demo_runs_clean() -> None:
     assert "Limited units sold:   100 of 100 (stock left 0)" in report, report
     assert "Top 5 popular products" in report, report
 
+    # Server-side latency beside the client's, and what each includes. Expiry release runs
+    # alongside shopping: its server cells are ditto marks for shopping's window.
+    assert re.search(r"client p50 ms +client p95 ms +client p99 ms +server p50 ms +server p95 ms "
+                     r"+server p99 ms +req/s", report), report  # fmt: skip
+    assert "a Python (aiohttp) program on the same machine as the servers, sharing its" in report
+    assert "so a client latency includes the client's own queueing" in report, report
+    assert "flashsale_http_request_duration_seconds" in report, report
+    assert "values are interpolated linearly within buckets" in report, report
+    for scenario in ("coupon rush", "limited rush", "shopping"):
+        row = re.search(
+            rf"^{scenario} +([\d,]+) +[\d,]+ +[\d.]+ +[\d.]+ +[\d.]+ +([\d.]+) +([\d.]+) "
+            r"+([\d.]+) ",
+            report,
+            re.M,
+        )
+        assert row, f"{scenario}: no server-side figures\n{report}"
+        requests, p50, p95, p99 = (float(g.replace(",", "")) for g in row.groups())
+        assert requests > 0 and p50 <= p95 <= p99, report
+    assert re.search(r'^expiry release +[\d,]+ +[\d,]+ +[\d.]+ +[\d.]+ +[\d.]+ +" +" +" ',
+                     report, re.M), report  # fmt: skip
+
     # The order lifecycle: the flash deal was held, released by expiry and sold again;
     # every retry was answered by a replay; no order exists that the demo did not create.
     assert re.search(

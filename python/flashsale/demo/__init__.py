@@ -15,6 +15,8 @@ Modules:
   idempotency keys and the events the stand-in received.
 - :mod:`flashsale.demo.transactions` -- database transactions per coupon issued or order
   placed, from every instance's ``/metrics`` (and ``pg_stat_database`` on PostgreSQL).
+- :mod:`flashsale.demo.server_latency` -- server-side latency percentiles of each rush,
+  from the same scrapes of every instance's request latency histogram.
 - :mod:`flashsale.demo.report` -- the printed report.
 - :mod:`flashsale.demo.run` -- argument parsing, the demo's database (a temporary SQLite
   file, or a scratch database on a PostgreSQL server) and the whole run.

@@ -5,7 +5,8 @@ wanted concurrency (aiohttp rather than httpx: on this 2-core machine httpx's po
 spent a whole core at ~350 req/s and became the bottleneck, aiohttp drives the
 server at several thousand), a fixed pool of worker tasks (never more requests in flight than
 workers), and per-scenario tallies (:class:`ScenarioStats`): status classes, error
-codes from the error body, latencies in milliseconds, in total and per instance.
+codes from the error body, latencies in milliseconds, in total and per instance (and,
+filled in by the run, the server's own latency over the scenario's window).
 
 With several instances (base URLs) the :class:`ApiClient` sends each request to the
 next one in turn (round-robin per request, not per user): the shop must behave as one,
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
+
+from flashsale.demo.server_latency import ServerLatency
 
 __all__ = [
     "NO_RESPONSE",
@@ -148,6 +151,9 @@ class ScenarioStats:
         by_instance: instance index -> its share of the requests (see
             :attr:`Reply.instance`).
         statuses: HTTP status -> count over all instances (0: no answer).
+        server: the server-side latency of the window the scenario ran in (the
+            instances' own request histogram; None: not measured). Scenarios that run
+            at the same time share one window, and so one object.
     """
 
     name: str
@@ -163,6 +169,7 @@ class ScenarioStats:
     transport_errors: list[str] = field(default_factory=list)
     by_instance: dict[int, InstanceTally] = field(default_factory=dict)
     statuses: Counter[int] = field(default_factory=Counter)
+    server: ServerLatency | None = None
 
     def record(self, reply: Reply) -> None:
         """Count one request's outcome (in total and for the instance it was sent to)."""
@@ -370,6 +377,16 @@ class ApiClient:
             body = text
         code = "" if 200 <= status < 300 else f"HTTP_{status}"
         return Reply(status, code, body, (time.perf_counter() - start) * 1000.0)
+
+    async def scrape_metrics(self) -> list[str | None]:
+        """``GET /metrics`` of every instance, one after another, in instance order: the
+        Prometheus text exposition of each (None for an instance that did not answer
+        200 with text); never raises."""
+        texts: list[str | None] = []
+        for url in self.server_urls:
+            reply = await self.fetch(f"{url}/metrics")
+            texts.append(reply.body if reply.ok and isinstance(reply.body, str) else None)
+        return texts
 
 
 @asynccontextmanager

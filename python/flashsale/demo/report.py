@@ -1,20 +1,24 @@
 """The plain-text report of ``flashsale demo``.
 
 Per scenario one row over all instances and, with several instances, one row per
-instance (requests, answers, latency percentiles, req/s, HTTP status counts, error
-codes); then the database transactions each rush cost per coupon issued or order
-placed (every instance's ``flashsale_db_transactions_total``, and on PostgreSQL the
-server's ``pg_stat_database`` as a cross-check), the sale's outcome, the order
-lifecycle, the event delivery, the audit and the verdict.
+instance (requests, answers, latency percentiles as the load client measured them and
+as the instances' own request histograms give them, req/s, HTTP status counts, error
+codes), with a note on what each latency includes; then the database transactions
+each rush cost per coupon issued or order placed (every instance's
+``flashsale_db_transactions_total``, and on PostgreSQL the server's
+``pg_stat_database`` as a cross-check), the sale's outcome, the order lifecycle, the
+event delivery, the audit and the verdict.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flashsale.demo.client import InstanceTally, ScenarioStats
+from flashsale.demo.server_latency import LATENCY_METRIC, ServerLatency
 from flashsale.demo.transactions import PG_STATS_SETTLE_S, IdleRate, RushTransactions, TxCount
 from flashsale.demo.world import Lifecycle
 
@@ -84,6 +88,8 @@ class DemoResult:
         database: what the database was, for the report (e.g. ``"SQLite file
             (temporary)"`` or ``"PostgreSQL 127.0.0.1:5432, scratch database ..."``).
         server_urls: the instances' base URLs, in instance order.
+        cpus: logical CPUs of the machine that ran the servers and the load client
+            (None: unknown).
         idle: background transactions of the quiet shop (None: not measured).
         transactions: database transactions of each rush, in order.
         seed_seconds: wall time of seeding over HTTP, seconds.
@@ -121,6 +127,7 @@ class DemoResult:
     instances: int = 1
     database: str = ""
     server_urls: list[str] = field(default_factory=list)
+    cpus: int | None = None
     idle: IdleRate | None = None
     transactions: list[RushTransactions] = field(default_factory=list)
     seed_seconds: float = 0.0
@@ -244,22 +251,90 @@ def _data_platform_lines(platform: DataPlatformResult) -> list[str]:
     ]
 
 
+#: Percentiles in the scenario table, client and server side.
+_PERCENTILES = (50, 95, 99)
+#: Cell of a server-side figure that is the row above's (scenarios sharing one window).
+_DITTO = '"'
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _server_cells(
+    server: ServerLatency | None, shared: bool, instance: int | None = None
+) -> list[str]:
+    """The server-side percentile cells of a row: ``"-"`` when unknown or no request was
+    observed, :data:`_DITTO` when the window is the previous scenario's."""
+    if shared:
+        return [_DITTO] * len(_PERCENTILES)
+    if server is None:
+        return ["-"] * len(_PERCENTILES)
+    return [_ms(server.latency(pct, instance)) for pct in _PERCENTILES]
+
+
+def _bucket_bounds(result: DemoResult) -> str | None:
+    """The finite bucket bounds of the server histograms, in ms (``"1, 2.5, 5, ..."``)."""
+    for s in result.scenarios:
+        total = s.server.total if s.server is not None else None
+        if total is not None and total.bounds:
+            return ", ".join(f"{bound * 1000:g}" for bound in total.bounds[:-1])
+    return None
+
+
+def _latency_notes(result: DemoResult) -> list[str]:
+    """What the client and the server latencies include, under the scenario table."""
+    cores = "its cores" if result.cpus is None else f"its {result.cpus} cores"
+    bounds = _bucket_bounds(result)
+    buckets = "" if bounds is None else f" (bucket bounds {bounds} ms)"
+    out = [
+        "  client: measured by the load client, a Python (aiohttp) program on the same machine "
+        f"as the servers, sharing {cores} with them,",
+        "    so a client latency includes the client's own queueing (for its event loop and "
+        "the CPU) besides the server's time",
+        f"  server: the service's own histogram {LATENCY_METRIC} over the scenario (every "
+        "/api/ route, all instances),",
+        "    first byte received to last byte sent (not the time a request waits in the "
+        "socket before the server reads it);",
+        "    bucket resolution: values are interpolated linearly within buckets about x2.5 "
+        f"apart{buckets},",
+        "    so a server figure is only good to its bucket (it can even exceed the client's); "
+        "- : nothing observed",
+    ]
+    shared = [
+        (before.name, s.name)
+        for before, s in itertools.pairwise(result.scenarios)
+        if s.server is not None and s.server is before.server
+    ]
+    for first, second in shared:
+        out.append(
+            f"  {_DITTO} : {second} ran at the same time as {first}: one window, so its server "
+            f"columns are {first}'s (row for row)"
+        )
+    return out
+
+
 def _scenario_lines(result: DemoResult) -> list[str]:
     """The scenario table: a row per scenario, and one per instance under it when there
-    are several (its req/s over the scenario's wall time)."""
+    are several (its req/s over the scenario's wall time); client-side and server-side
+    latency percentiles side by side, and the notes on what each includes."""
     rows: list[list[str]] = [
-        ["scenario", "requests", "ok", "p50 ms", "p95 ms", "p99 ms", "req/s", "statuses",
-         "errors by code"]
+        ["scenario", "requests", "ok",
+         *(f"client p{pct} ms" for pct in _PERCENTILES),
+         *(f"server p{pct} ms" for pct in _PERCENTILES),
+         "req/s", "statuses", "errors by code"]
     ]  # fmt: skip
+    previous: ServerLatency | None = None
     for s in result.scenarios:
+        shared = s.server is not None and s.server is previous
+        previous = s.server
         rows.append(
             [
                 s.name,
                 f"{s.requests:,}",
                 f"{s.successes:,}",
-                f"{s.latency(50):.1f}",
-                f"{s.latency(95):.1f}",
-                f"{s.latency(99):.1f}",
+                *(f"{s.latency(pct):.1f}" for pct in _PERCENTILES),
+                *_server_cells(s.server, shared),
                 f"{s.throughput:.0f}",
                 _statuses(s),
                 _codes(s),
@@ -275,15 +350,15 @@ def _scenario_lines(result: DemoResult) -> list[str]:
                     _instance(index),
                     f"{tally.requests:,}",
                     f"{tally.successes:,}",
-                    f"{tally.latency(50):.1f}",
-                    f"{tally.latency(95):.1f}",
-                    f"{tally.latency(99):.1f}",
+                    *(f"{tally.latency(pct):.1f}" for pct in _PERCENTILES),
+                    *_server_cells(s.server, shared, index),
                     f"{rate:.0f}",
                     _statuses(tally),
                     _codes(tally),
                 ]
             )
-    return _table(rows, right={1, 2, 3, 4, 5, 6})
+    numeric = 3 + 2 * len(_PERCENTILES) + 1  # requests .. req/s
+    return _table(rows, right=set(range(1, numeric))) + _latency_notes(result)
 
 
 def _transaction_lines(result: DemoResult) -> list[str]:

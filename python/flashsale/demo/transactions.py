@@ -9,6 +9,9 @@ commits alone -- by what the rush achieved (coupons issued, orders placed). A
 rollback is mostly a read-only transaction ending (every read request is one), or a
 refused write.
 
+The same two scrapes give the rush's server-side latency: the growth of every
+instance's request histogram (:mod:`flashsale.demo.server_latency`).
+
 The windows also hold the instances' background work (the outbox relay's polls and
 claims, the expiry sweeper, the backlog gauge): :meth:`TransactionProbe.idle` measures
 its rate on a quiet shop so the reader can tell it apart.
@@ -36,6 +39,7 @@ from sqlalchemy import Engine, text
 
 from flashsale.db.engine import make_sync_engine
 from flashsale.demo.client import ApiClient
+from flashsale.demo.server_latency import LatencyHistogram, ServerLatency, latency_histogram_of
 
 __all__ = [
     "PG_STATS_SETTLE_S",
@@ -153,6 +157,8 @@ class RushTransactions:
         pg: growth of ``pg_stat_database`` for the demo's database (None: not
             PostgreSQL, or not readable).
         seconds: wall time between the two scrapes.
+        latency: the server-side request latency of the same window, from the same
+            scrapes (None: not measured).
     """
 
     name: str
@@ -162,6 +168,7 @@ class RushTransactions:
     instances: list[TxCount | None]
     pg: TxCount | None
     seconds: float
+    latency: ServerLatency | None = None
 
     @property
     def total(self) -> TxCount | None:
@@ -187,16 +194,39 @@ def _deltas(after: list[TxCount | None], before: list[TxCount | None]) -> list[T
     return [None if a is None or b is None else a - b for a, b in zip(after, before, strict=True)]
 
 
+def _latency_deltas(
+    after: list[LatencyHistogram | None], before: list[LatencyHistogram | None]
+) -> list[LatencyHistogram | None]:
+    return [
+        None if a is None or b is None else a.since(b) for a, b in zip(after, before, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class _Scrape:
+    """One scrape of every instance's ``/metrics``, parsed (in instance order)."""
+
+    transactions: list[TxCount | None]
+    latency: list[LatencyHistogram | None]
+
+
+def _parse(texts: list[str | None]) -> _Scrape:
+    return _Scrape(
+        [None if t is None else transactions_of(t) for t in texts],
+        [None if t is None else latency_histogram_of(t) for t in texts],
+    )
+
+
 @dataclass
 class _Mark:
     at: float
-    instances: list[TxCount | None]
+    texts: list[str | None]
     pg: TxCount | None
 
 
 class TransactionProbe:
-    """Scrapes every instance's transaction counter (and ``pg_stat_database``) around
-    the rushes.
+    """Scrapes every instance's transaction counter and request latency histogram (and
+    ``pg_stat_database``) around the rushes.
 
     Args:
         api: the client over every instance (its :attr:`~ApiClient.server_urls`).
@@ -210,12 +240,8 @@ class TransactionProbe:
 
     async def scrape(self) -> list[TxCount | None]:
         """:data:`TX_METRIC` of every instance now, in instance order."""
-        counts: list[TxCount | None] = []
-        for url in self.api.server_urls:
-            reply = await self.api.fetch(f"{url}/metrics")
-            ok = reply.ok and isinstance(reply.body, str)
-            counts.append(transactions_of(reply.body) if ok else None)
-        return counts
+        texts = await self.api.scrape_metrics()
+        return [None if t is None else transactions_of(t) for t in texts]
 
     async def _read_pg(self) -> TxCount | None:
         return None if self.pg is None else await asyncio.to_thread(self.pg.read)
@@ -235,12 +261,16 @@ class TransactionProbe:
     async def start(self) -> None:
         """Mark the start of a rush."""
         pg = await self._read_pg()
-        self._mark = _Mark(time.perf_counter(), await self.scrape(), pg)
+        at = time.perf_counter()
+        # Parsed in stop(), outside the window: parsing a histogram exposition takes tens
+        # of milliseconds.
+        self._mark = _Mark(at, await self.api.scrape_metrics(), pg)
 
     async def stop(
         self, name: str, unit: str, successes: int, instance_successes: Sequence[int]
     ) -> RushTransactions:
-        """Mark the end of the rush started last and return its figures.
+        """Mark the end of the rush started last and return its figures (with its
+        server-side latency, :attr:`RushTransactions.latency`).
 
         On PostgreSQL this waits :data:`PG_STATS_SETTLE_S` before reading
         ``pg_stat_database`` (after the scrape of the instances, which is not delayed).
@@ -252,8 +282,9 @@ class TransactionProbe:
         if mark is None:
             raise RuntimeError("TransactionProbe.stop() before start()")
         self._mark = None
-        after = await self.scrape()
+        texts = await self.api.scrape_metrics()
         seconds = time.perf_counter() - mark.at
+        before, after = _parse(mark.texts), _parse(texts)
         pg: TxCount | None = None
         if self.pg is not None:
             await asyncio.sleep(PG_STATS_SETTLE_S)
@@ -265,7 +296,8 @@ class TransactionProbe:
             unit=unit,
             successes=successes,
             instance_successes=list(instance_successes),
-            instances=_deltas(after, mark.instances),
+            instances=_deltas(after.transactions, before.transactions),
             pg=pg,
             seconds=seconds,
+            latency=ServerLatency(name, _latency_deltas(after.latency, before.latency)),
         )
