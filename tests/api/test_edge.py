@@ -151,3 +151,39 @@ async def test_a_stale_sold_out_sees_a_restock_elsewhere(start_app: StartApp) ->
         await anyio.sleep(0.3)
         expect(await api.order(user, (v, 2)), 201)
         api.assert_audit_ok()
+
+
+async def test_a_crash_between_commit_and_response_is_replayed_by_the_retry(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order committed but its answer was lost (the process died before sending
+    it): the client's retry with the same Idempotency-Key gets the committed order."""
+    user = await api.user(balance=100_000)
+    p = await api.product((1_000, 5))
+    v = p["variants"][0]["id"]
+    writer = api.state.writer
+    real_submit = writer.submit
+
+    calls = 0
+
+    async def lost_answer(op: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = await real_submit(op)
+        if calls == 2:  # 1: the key's claim, 2: the order (committed with its answer)
+            raise ConnectionResetError("the answer never left the process")
+        return result
+
+    monkeypatch.setattr(writer, "submit", lost_answer)
+    body = {"items": [{"variant_id": v, "quantity": 2}], "pay": True}
+    headers = {**user.headers, "Idempotency-Key": "lost-1"}
+    first = await api.client.post("/api/v1/orders", json=body, headers=headers)
+    assert first.status_code == 500
+    monkeypatch.setattr(writer, "submit", real_submit)
+    retry = await api.client.post("/api/v1/orders", json=body, headers=headers)
+    order = expect(retry, 201)
+    assert retry.headers.get("Idempotent-Replayed") == "true"
+    assert order["status"] == "PAID"
+    assert await api.stock(v, p["id"]) == 3  # one order, not two
+    assert await api.balance(user) == 100_000 - 2_000
+    api.assert_audit_ok()

@@ -221,8 +221,7 @@ class GroupCommitWriter:
             try:
                 self._attempt(conn, batch)
             except Exception as exc:
-                if conn.in_transaction():
-                    conn.rollback()
+                _discard(conn)
                 self._rollbacks.inc()
                 failed = [p for p in batch if p.tx is not None]
                 if retryable_sqlstate(exc) is not None and attempt < self.attempts:
@@ -285,6 +284,17 @@ class GroupCommitWriter:
                     p.future.set_exception(value)
 
         self._loop.call_soon_threadsafe(settle)
+
+
+def _discard(conn: Connection) -> None:
+    """After a failed batch: roll back what is left and drop the connection (it reconnects
+    on next use), so a half-ended transaction never leaks into the next batch."""
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+    except Exception:
+        log.warning("writer rollback failed; reconnecting", exc_info=True)
+    conn.invalidate()
 
 
 def _run_hooks(hooks: list[Hook]) -> None:
