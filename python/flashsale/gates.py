@@ -193,6 +193,19 @@ class StockGate:
 
         await self._rereads.run(ids, read)
 
+    def withdraw(self, lines: Sequence[Line]) -> None:
+        """Take back units given by :meth:`release` whose release did not commit after all.
+
+        If some were reserved meanwhile the gate keeps them and over-counts for a while:
+        the database refuses what is not there, and the gate learns its stock then.
+        """
+        known = [line for line in lines if line[0] in self.pool]
+        if known and not self.pool.try_reserve(known):
+            for variant_id, quantity in known:  # what is still there of each
+                take = min(quantity, self.pool.available(variant_id))
+                if take > 0:
+                    self.pool.try_reserve([(variant_id, take)])
+
     def release(self, lines: Sequence[Line]) -> None:
         """Give units back: a reservation the database did not confirm, or units a
         cancellation or expiry released. Variants this process has never loaded are

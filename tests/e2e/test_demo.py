@@ -147,7 +147,8 @@ def test_demo_on_postgresql_with_two_instances(postgres_server_url: str) -> None
         assert first + second == total and first > 0 and second > 0, report
 
     # Database transactions per success, per rush: every issued coupon and every order
-    # placed is at least one commit; the per-instance rows follow; pg_stat cross-checks.
+    # placed is in a commit (shared with others: group commit); the per-instance rows
+    # follow; pg_stat cross-checks.
     for rush, unit in (("coupon rush", "coupon"), ("limited rush", "order"),
                        ("shopping \\+ expiry release", "order")):  # fmt: skip
         rows = re.search(
@@ -160,8 +161,9 @@ def test_demo_on_postgresql_with_two_instances(postgres_server_url: str) -> None
         successes = int(rows.group(1).replace(",", ""))
         per_success, commits_per_success, pg_per_success = map(float, rows.groups()[1:])
         assert successes > 0, report
-        # (tx/success has one decimal, commits/success two)
-        assert per_success + 0.05 >= commits_per_success >= 1.0, report
+        # (tx/success has one decimal, commits/success two). Group commit: winners share
+        # commits, so a success may cost less than one; every success is in one.
+        assert per_success + 0.05 >= commits_per_success > 0, report
         assert pg_per_success > 0, report
     assert "Coupons issued:       100 of 100" in report, report
     assert "Limited units sold:   100 of 100 (stock left 0)" in report, report

@@ -18,9 +18,13 @@ connection plus ``after_commit``/``after_rollback`` hooks. Its semantics:
   gets the error and nothing of the batch is written;
 - a batch PostgreSQL aborts as retryable (deadlock, serialization failure) runs
   again, whole, up to ``attempts`` times;
-- hooks run on the event loop's thread, in order: ``after_commit`` hooks of the
-  operations that committed, ``after_rollback`` hooks of those that were refused or
-  whose batch failed (their gate reservations go back).
+- ``after_commit`` hooks run on the event loop's thread once the batch committed;
+  ``after_rollback`` hooks (a refused order's units go back to the gate) and
+  ``after_release`` hooks (a cancellation's units come back) run in the writer's
+  thread at once, so the batch's next operation sees the gate as it would one by one
+  (``tests/db/test_writer_batching.py`` checks that batched and one-by-one runs end
+  alike); when a batch fails, its operations' release hooks are undone and their
+  rollback hooks run.
 
 The same operation functions also run inside an existing request transaction
 (:func:`run_in_session`, e.g. a cart checkout that empties the cart in the order's
@@ -64,14 +68,28 @@ class Tx:
         self.conn = conn
         self.commit_hooks: list[Hook] = []
         self.rollback_hooks: list[Hook] = []
+        self.release_hooks: list[tuple[Hook, Hook]] = []
 
     def after_commit(self, hook: Hook) -> None:
         """Run ``hook`` (on the event loop's thread) once this operation has committed."""
         self.commit_hooks.append(hook)
 
     def after_rollback(self, hook: Hook) -> None:
-        """Run ``hook`` if this operation is refused or its transaction fails."""
+        """Run ``hook`` as soon as this operation is refused, or its transaction fails.
+
+        In a writer it runs in the writer's thread, before the batch's next operation
+        (which must see, say, the units a refused order held back in the gate): it must
+        be thread-safe, as the gates and the ranking's claims are.
+        """
         self.rollback_hooks.append(hook)
+
+    def after_release(self, hook: Hook, undo: Hook) -> None:
+        """Run ``hook`` as soon as this operation's writes are in (its savepoint
+        released), so that the batch's next operations see it (units a cancellation
+        gave back, in the stock gate); ``undo`` runs if the batch then fails. Both run
+        in the writer's thread and must be thread-safe. In a request's own session,
+        ``hook`` runs after its commit."""
+        self.release_hooks.append((hook, undo))
 
 
 class SessionTx(Tx):
@@ -87,6 +105,9 @@ class SessionTx(Tx):
 
     def after_rollback(self, hook: Hook) -> None:
         after_rollback(self._session, hook)
+
+    def after_release(self, hook: Hook, undo: Hook) -> None:
+        after_commit(self._session, hook)
 
 
 Op = Callable[[Tx], T]
@@ -104,7 +125,19 @@ class _Pending(Generic[T]):
     future: asyncio.Future[T]
     tx: Tx | None = None
     outcome: tuple[bool, Any] | None = None  # (ok, result or exception)
-    hooks: list[Hook] = field(default_factory=list)
+    hooks: list[Hook] = field(default_factory=list)  # run on the loop with the answer
+
+    def abandon(self) -> None:
+        """This operation's batch failed: undo what its release hooks did and run its
+        rollback hooks, unless a refusal already ran them (in the writer's thread)."""
+        tx, self.tx = self.tx, None
+        if tx is None:
+            return
+        if self.outcome is not None and self.outcome[0]:
+            _run_hooks([undo for _hook, undo in reversed(tx.release_hooks)])
+        if self.outcome is None or self.outcome[0]:
+            _run_hooks(tx.rollback_hooks)
+        self.outcome = None
 
 
 _STOP = object()
@@ -223,15 +256,13 @@ class GroupCommitWriter:
             except Exception as exc:
                 _discard(conn)
                 self._rollbacks.inc()
-                failed = [p for p in batch if p.tx is not None]
+                for p in batch:  # the reservations of the aborted run go back first
+                    p.abandon()
                 if retryable_sqlstate(exc) is not None and attempt < self.attempts:
                     log.info("writer batch aborted (%s), run %d", exc, attempt + 1)
-                    # The aborted run's reservations go back before the ops run again.
-                    self._call_on_loop([h for p in failed for h in p.tx.rollback_hooks])  # type: ignore[union-attr]
                     continue
                 for p in batch:
-                    p.outcome = (False, exc)
-                    p.hooks = p.tx.rollback_hooks if p.tx is not None else []
+                    p.outcome, p.hooks = (False, exc), []
                 break
             else:
                 self._commits.inc()
@@ -250,23 +281,12 @@ class GroupCommitWriter:
                         raise  # the connection or the transaction failed: the whole batch
                     # A refusal or a constraint this operation broke: only its savepoint.
                     savepoint.rollback()
-                    p.outcome = (False, refusal)
-                    p.hooks = tx.rollback_hooks
+                    p.outcome, p.hooks = (False, refusal), []
+                    _run_hooks(tx.rollback_hooks)
                     continue
                 savepoint.commit()
-                p.outcome = (True, result)
-                p.hooks = tx.commit_hooks
-
-    def _call_on_loop(self, hooks: list[Hook]) -> None:
-        if hooks and self._loop is not None:
-            done = threading.Event()
-
-            def run() -> None:
-                _run_hooks(hooks)
-                done.set()
-
-            self._loop.call_soon_threadsafe(run)
-            done.wait()
+                p.outcome, p.hooks = (True, result), tx.commit_hooks
+                _run_hooks([hook for hook, _undo in tx.release_hooks])
 
     def _finish(self, batch: list[_Pending[Any]]) -> None:
         assert self._loop is not None

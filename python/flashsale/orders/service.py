@@ -413,8 +413,9 @@ def _release_holdings(
 ) -> list[tuple[int, int, int]]:
     """Put an order's units back (RELEASE movements) and return its coupon.
 
-    The coupon goes back to ISSUED while it is still valid, else EXPIRED. The
-    gate learns the released units after commit. Returns the order's lines.
+    The coupon goes back to ISSUED while it is still valid, else EXPIRED. The gate
+    gets the units back once the writes are in
+    (:meth:`flashsale.db.writer.Tx.after_release`). Returns the order's lines.
     """
     conn = tx.conn
     lines = repository.order_lines(conn, order_id)
@@ -424,7 +425,9 @@ def _release_holdings(
     if user_coupon_id is not None:
         repository.return_coupon(conn, user_coupon_id, now)
     released = [(v, q) for v, _p, q in lines]
-    tx.after_commit(lambda: gate.release(released))
+    # At once in a writer batch (its next orders may take these units), undone if the
+    # batch fails; after the commit in a request's own session.
+    tx.after_release(lambda: gate.release(released), undo=lambda: gate.withdraw(released))
     tx.after_commit(partial(gate.stock_changed, {p for _v, p, _q in lines}))
     return lines
 
