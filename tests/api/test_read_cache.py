@@ -157,7 +157,7 @@ async def test_own_order_cancel_and_expiry_are_visible_at_once(start_app: StartA
             t=(utc() - timedelta(seconds=1)).replace(tzinfo=None),
             o=late["order_id"],
         )
-        assert await sweep_once(api.state.db, api.state.stock_gate) == 1
+        assert await sweep_once(api.state) == 1
         assert await shown() == ([7, 4], 11)
 
 

@@ -19,15 +19,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 
 from flashsale.api.idempotency import has_expired_keys, purge_expired_keys
 from flashsale.api.state import AppState
 from flashsale.db.dialect import retryable_sqlstate
-from flashsale.db.engine import Database
 from flashsale.db.session import transaction
 from flashsale.db.types import utcnow
-from flashsale.gates import StockGate
-from flashsale.orders.service import expire_overdue, has_overdue
+from flashsale.orders.service import expire_overdue_op, has_overdue
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +36,21 @@ PURGE_INTERVAL_S = 60.0
 EXPIRY_BATCH = 50
 
 
-async def sweep_once(db: Database, gate: StockGate) -> int:
-    """Expire every overdue PENDING order, one batch per transaction; returns how many.
+async def sweep_once(state: AppState) -> int:
+    """Expire every overdue PENDING order, ``EXPIRY_BATCH`` per writer operation;
+    returns how many.
 
     A read looks first, so an instance with nothing to expire never takes the
-    write lock (on SQLite one writer at a time serves the whole machine).
+    write lock (on SQLite one writer at a time serves the whole machine). The
+    expiries go through the group-commit writer with the orders.
     """
     total = 0
-    async with transaction(db.read_session) as session:
+    async with transaction(state.db.read_session) as session:
         if not await has_overdue(session):
             return 0
+    op = partial(expire_overdue_op, gate=state.stock_gate, limit=EXPIRY_BATCH)
     while True:
-        async with transaction(db.write_session) as session:
-            expired = await expire_overdue(session, gate, limit=EXPIRY_BATCH)
+        expired = await state.writer.submit(op)
         total += len(expired)
         if len(expired) < EXPIRY_BATCH:
             return total
@@ -59,14 +60,14 @@ class Maintenance:
     """The expiry sweep and the key purge as one periodic step."""
 
     def __init__(self, state: AppState) -> None:
+        self.state = state
         self.db = state.db
-        self.gate = state.stock_gate
         self.ttl_s = state.settings.idempotency_ttl_s
         self._next_purge = 0.0
 
     async def step(self) -> None:
         """Sweep overdue orders; purge old idempotency keys when due."""
-        expired = await sweep_once(self.db, self.gate)
+        expired = await sweep_once(self.state)
         if expired:
             log.info("expired %d unpaid orders", expired)
         if time.monotonic() >= self._next_purge:
@@ -74,8 +75,7 @@ class Maintenance:
             async with transaction(self.db.read_session) as session:
                 due = await has_expired_keys(session, cutoff)
             if due:
-                async with transaction(self.db.write_session) as session:
-                    await purge_expired_keys(session, cutoff)
+                await self.state.writer.submit(partial(purge_expired_keys, cutoff=cutoff))
             self._next_purge = time.monotonic() + PURGE_INTERVAL_S
 
 

@@ -264,9 +264,8 @@ async def has_expired_keys(session: AsyncSession, cutoff: datetime) -> bool:
     return (await session.execute(stmt)).first() is not None
 
 
-async def purge_expired_keys(session: AsyncSession, cutoff: datetime) -> int:
-    """Delete keys created before ``cutoff`` (UTC; DESIGN §5: kept ≥ 24 h); returns how many."""
-    result = await session.execute(
-        delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff)
-    )
+def purge_expired_keys(tx: Tx, *, cutoff: datetime) -> int:
+    """Delete keys created before ``cutoff`` (UTC; kept ≥ 24 h); returns how many (a
+    writer operation)."""
+    result = tx.conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff))
     return int(getattr(result, "rowcount", 0) or 0)
