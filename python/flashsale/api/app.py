@@ -198,13 +198,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GateEdgeMiddleware, routes=routes)
     install_observability(app, routes)
 
+    # Matched in this order, one router after the other: the flash crowd's routes first.
     for router in (
-        auth_router,
-        wallet_router,
-        catalog_router,
-        coupons_router,
         orders_router,
+        coupons_router,
+        catalog_router,
         cart_router,
+        wallet_router,
+        auth_router,
         admin_router,
     ):
         app.include_router(router, prefix=API_PREFIX)

@@ -12,6 +12,13 @@ routes only:
 - ``POST /api/v1/orders`` → the stock gate
   (:func:`flashsale.orders.service.refuse_early`: a fresh shortfall).
 
+The same holds for the pages everyone refreshes during a sale: a fresh entry of the
+catalog read cache (:class:`flashsale.catalog.cache.ReadCache`) for
+``GET /api/v1/products/{id}``, ``GET /api/v1/products`` and
+``GET /api/v1/products/popular`` without a query string is served here, with its
+``Cache-Control`` and ``Age``; a miss, or any query string, goes to the route (which
+reads the database and fills the cache).
+
 It answers only what the full route would answer the same way: a request with an
 ``Idempotency-Key`` (a retry must replay the first answer, which is in the
 database), a missing or invalid token, a body that does not validate, or anything
@@ -33,6 +40,8 @@ from flashsale.api.observability import RouteTemplates
 from flashsale.api.responses import error_body
 from flashsale.api.state import AppState
 from flashsale.auth.security import decode_access_token
+from flashsale.catalog.cache import list_key, popular_key, product_key
+from flashsale.catalog.router import PAGE_LIMIT, POPULAR_DEFAULTS
 from flashsale.coupons.service import refuse_early as refuse_coupon
 from flashsale.db.types import MAX_ID, utcnow
 from flashsale.errors import FlashsaleError
@@ -46,6 +55,10 @@ log = logging.getLogger(__name__)
 _COUPON_ISSUE = re.compile(r"/api/v1/coupons/([1-9][0-9]{0,18})/issue")
 _ORDERS = "/api/v1/orders"
 _COUPON_TEMPLATE = "/api/v1/coupons/{coupon_id}/issue"
+_PRODUCTS = "/api/v1/products"
+_POPULAR = "/api/v1/products/popular"
+_PRODUCT = "/api/v1/products/{product_id}"
+_PRODUCT_ID = re.compile(r"/[1-9][0-9]{0,18}")
 #: Larger bodies go to the route, which applies its own limits.
 _MAX_BODY = 64 * 1024
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -65,7 +78,14 @@ class GateEdgeMiddleware:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "GET":
+            if not await self._cached_page(scope, send):
+                await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
@@ -99,6 +119,35 @@ class GateEdgeMiddleware:
         except Exception:  # a failed re-read of the gate: the route decides, and reports it
             log.debug("edge gate check failed; passing %s on to the route", path, exc_info=True)
         await self.app(scope, receive, send)
+
+    async def _cached_page(self, scope: Scope, send: Send) -> bool:
+        """Serve a fresh read-cache entry of a catalog page; False when the route must."""
+        path: str = scope["path"]
+        if not path.startswith(_PRODUCTS) or scope["query_string"]:
+            return False
+        rest = path[len(_PRODUCTS) :]
+        if rest == "":
+            key, template = list_key(PAGE_LIMIT, None), _PRODUCTS
+        elif rest == "/popular":
+            key, template = popular_key(*POPULAR_DEFAULTS), _POPULAR
+        elif _PRODUCT_ID.fullmatch(rest) and int(rest[1:]) <= MAX_ID:
+            key, template = product_key(int(rest[1:])), _PRODUCT
+        else:
+            return False
+        state: AppState = scope["app"].state.flashsale
+        cache = state.read_cache
+        entry = cache.peek(key)
+        if entry is None:
+            return False
+        scope["route"] = self.routes.route(template)
+        headers = [
+            *_JSON_HEADERS,
+            (b"content-length", str(len(entry.body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in cache.headers(entry).items()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": entry.body})
+        return True
 
 
 def _caller(scope: Scope) -> int | None:

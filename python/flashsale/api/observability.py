@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
+import secrets
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -58,13 +60,31 @@ _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 def _request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The caller's ``X-Request-ID`` when valid (1–128 of ``[A-Za-z0-9._-]``), else a
-    new UUID4 in hex (32 characters)."""
+    new one (32 hex characters, :class:`_RequestIds`)."""
     for name, value in headers:
         if name == _HEADER_KEY:
             if _VALID_REQUEST_ID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return uuid.uuid4().hex
+    return _new_request_id()
+
+
+class _RequestIds:
+    """32 hex characters: a random 64-bit prefix per process and a counter. As unique
+    as a UUID4 for log correlation, at a fraction of its cost on every request."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._next = itertools.count()
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():  # a forked child must not repeat its parent's ids
+            self._pid, self._prefix = os.getpid(), secrets.token_hex(8)
+        return f"{self._prefix}{next(self._next) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+_new_request_id = _RequestIds()
 
 
 # -- route templates ---------------------------------------------------------------------

@@ -141,6 +141,15 @@ class ReadCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def peek(self, key: Key) -> Entry | None:
+        """The stored entry of ``key`` while it is fresh (a hit), else None; never reads
+        the database (the edge of the app serves hits with it before routing)."""
+        entry = self._entries.get(key)
+        if entry is None or self._clock() - entry.filled_at >= self.max_age_s:
+            return None
+        self.hits += 1
+        return entry
+
     async def get(self, key: Key, fill: Fill) -> Entry:
         """The entry of ``key``: stored and fresh, else from the fill in progress for
         ``key``, else from a new call of ``fill`` (stored unless a change was learnt

@@ -33,6 +33,11 @@ from flashsale.catalog.schemas import (
 )
 from flashsale.db.session import transaction
 
+#: Defaults of ``GET /products`` (page size) and ``GET /products/popular`` (limit,
+#: days, metric): also the keys under which the edge serves their cached answers.
+PAGE_LIMIT = 20
+POPULAR_DEFAULTS: tuple[int, int, Literal["quantity", "orders"]] = (5, 3, "quantity")
+
 router = APIRouter(prefix="/products", tags=["catalog"])
 
 
@@ -44,7 +49,7 @@ async def _serve(state: AppState, key: Key, fill: Fill) -> Response:
 
 
 @router.get("", response_model=ProductPage)
-async def list_products(state: State, limit: Limit = 20, cursor: Cursor = None) -> Response:
+async def list_products(state: State, limit: Limit = PAGE_LIMIT, cursor: Cursor = None) -> Response:
     """Products by id: lowest variant price, total stock, sale status.
 
     Stock is at most ``FLASHSALE_READ_CACHE_S`` old (see ``Age``).
@@ -63,9 +68,9 @@ async def list_products(state: State, limit: Limit = 20, cursor: Cursor = None) 
 @router.get("/popular", response_model=PopularOut)
 async def popular(
     state: State,
-    limit: Annotated[int, Query(ge=1, le=50)] = 5,
-    days: Annotated[int, Query(ge=1, le=7)] = 3,
-    metric: Literal["quantity", "orders"] = "quantity",
+    limit: Annotated[int, Query(ge=1, le=50)] = POPULAR_DEFAULTS[0],
+    days: Annotated[int, Query(ge=1, le=7)] = POPULAR_DEFAULTS[1],
+    metric: Literal["quantity", "orders"] = POPULAR_DEFAULTS[2],
 ) -> Response:
     """Top products of the last ``days`` days (PAID orders; cancellations subtract).
 
