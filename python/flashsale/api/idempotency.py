@@ -46,7 +46,7 @@ from flashsale.api.state import AppState
 from flashsale.db.models import idempotency_keys
 from flashsale.db.session import transaction
 from flashsale.db.types import utcnow
-from flashsale.db.writer import Tx
+from flashsale.db.writer import Locks, Tx
 from flashsale.errors import FlashsaleError, IdempotencyKeyInUse, IdempotencyKeyReused
 
 M = TypeVar("M", bound=BaseModel)
@@ -219,10 +219,12 @@ async def submit_write(
     key: str | None,
     op: Callable[[Tx], M],
     status: int,
+    locks: Locks | None = None,
 ) -> M:
     """Run the writer operation ``op`` for a request, its ``Idempotency-Key`` honoured:
     a success is stored as the key's response in the same transaction as its effect
     (:meth:`IdempotencyGuard.store`), a refusal after it (:func:`idempotent`).
+    ``locks``: the rows ``op`` will lock (:class:`flashsale.db.writer.Locks`).
 
     Raises:
         what ``op`` raises, and what :func:`idempotent` raises.
@@ -234,7 +236,7 @@ async def submit_write(
             idem.store(tx.conn, result, status)
             return result
 
-        return await state.writer.submit(write)
+        return await state.writer.submit(write, locks)
 
 
 #: The ``Idempotency-Key`` header (1–255 characters), documented in the OpenAPI schema.

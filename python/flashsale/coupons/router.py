@@ -11,6 +11,7 @@ from flashsale.api.idempotency import IdempotencyKey, submit_write
 from flashsale.coupons import service
 from flashsale.coupons.schemas import CouponOut, IssueOut, MyCouponOut
 from flashsale.db.types import utcnow
+from flashsale.db.writer import Locks
 
 router = APIRouter(tags=["coupons"])
 
@@ -41,8 +42,9 @@ async def issue_coupon(
     op = partial(
         service.issue_op, gate=state.coupon_gate, coupon_id=coupon_id, user_id=user.user_id
     )
+    locks = Locks(coupons=frozenset((coupon_id,)))
     return await submit_write(
-        request, state, user.user_id, idempotency_key, op, status.HTTP_201_CREATED
+        request, state, user.user_id, idempotency_key, op, status.HTTP_201_CREATED, locks
     )
 
 

@@ -43,16 +43,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from flashsale.db.dialect import retryable_sqlstate
+from flashsale.db.models import coupons, variants, wallets
 from flashsale.db.session import after_commit, after_rollback
 from flashsale.metrics import DB_TRANSACTIONS, WRITER_BATCH_SIZE
 
-__all__ = ["GroupCommitWriter", "Op", "SessionTx", "Tx", "run_in_session"]
+__all__ = ["GroupCommitWriter", "Locks", "Op", "SessionTx", "Tx", "run_in_session"]
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,48 @@ async def run_in_session(session: AsyncSession, op: Op[T]) -> T:
     return await session.run_sync(lambda sync_session: op(SessionTx(sync_session)))
 
 
+@dataclass(frozen=True)
+class Locks:
+    """Rows an operation will lock, known before it runs: the buyer's wallet
+    (``wallets``, by user id), the variants of its lines, the coupon it issues.
+
+    On PostgreSQL the writer locks the rows of a whole batch first, each table in id
+    order (wallets, then variants, then coupons: the order every operation locks them
+    in), so two instances' batches never wait on each other in a cycle. Without it a
+    batch holding one order's variants and waiting for another's would deadlock with
+    a batch doing the reverse, and PostgreSQL takes ``deadlock_timeout`` (1 s) to
+    notice. Rows an operation finds only while running (a ``product_id``-only line's
+    variant, a cancelled order's lines) are locked then; the rare deadlock that
+    leaves is retried.
+    """
+
+    wallets: frozenset[int] = frozenset()
+    variants: frozenset[int] = frozenset()
+    coupons: frozenset[int] = frozenset()
+
+
+_PRELOCKS = (
+    (wallets, wallets.c.user_id, "wallets"),
+    (variants, variants.c.id, "variants"),
+    (coupons, coupons.c.id, "coupons"),
+)
+_PRELOCK_STATEMENTS = [
+    (
+        name,
+        select(column)
+        .where(column.in_(bindparam("p_ids", expanding=True)))
+        .order_by(column)
+        .with_for_update(),
+    )
+    for _table, column, name in _PRELOCKS
+]
+
+
 @dataclass
 class _Pending(Generic[T]):
     op: Op[T]
     future: asyncio.Future[T]
+    locks: Locks | None = None
     tx: Tx | None = None
     outcome: tuple[bool, Any] | None = None  # (ok, result or exception)
     hooks: list[Hook] = field(default_factory=list)  # run on the loop with the answer
@@ -192,8 +231,11 @@ class GroupCommitWriter:
             await asyncio.to_thread(self._thread.join)
         self.engine.dispose()
 
-    async def submit(self, op: Op[T]) -> T:
+    async def submit(self, op: Op[T], locks: Locks | None = None) -> T:
         """Run ``op`` in the next batch; its result once the batch has committed.
+
+        ``locks`` names the rows ``op`` will lock, so that on PostgreSQL the batch locks
+        them up front in a fixed order (see :class:`Locks`).
 
         Raises:
             whatever ``op`` raised (it changed nothing), or the batch's database error
@@ -202,7 +244,7 @@ class GroupCommitWriter:
         if self._loop is None:
             raise RuntimeError("the writer is not started")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Pending(op, future))
+        self._queue.put(_Pending(op, future, locks))
         return await future
 
     # -- the writer thread ------------------------------------------------------------
@@ -271,6 +313,8 @@ class GroupCommitWriter:
 
     def _attempt(self, conn: Connection, batch: list[_Pending[Any]]) -> None:
         with conn.begin():
+            if conn.dialect.name == "postgresql":
+                _prelock(conn, [p.locks for p in batch if p.locks is not None])
             for p in batch:
                 tx = p.tx = Tx(conn)
                 savepoint = conn.begin_nested()
@@ -304,6 +348,14 @@ class GroupCommitWriter:
                     p.future.set_exception(value)
 
         self._loop.call_soon_threadsafe(settle)
+
+
+def _prelock(conn: Connection, locks: list[Locks]) -> None:
+    """Lock the rows of a batch, table by table in id order (see :class:`Locks`)."""
+    for name, statement in _PRELOCK_STATEMENTS:
+        ids = sorted({i for lock in locks for i in getattr(lock, name)})
+        if ids:
+            conn.execute(statement, {"p_ids": ids}).all()
 
 
 def _discard(conn: Connection) -> None:

@@ -17,6 +17,7 @@ from flashsale.api.deps import (
     encode_cursor,
 )
 from flashsale.api.idempotency import IdempotencyKey, submit_write
+from flashsale.db.writer import Locks
 from flashsale.orders import service
 from flashsale.orders.schemas import OrderIn, OrderOut, OrderPage
 
@@ -45,8 +46,12 @@ async def create_order(
         body=body,
         payment_timeout_s=state.settings.order_payment_timeout_s,
     )
+    locks = Locks(
+        wallets=frozenset((user.user_id,)),
+        variants=frozenset(line.variant_id for line in body.items if line.variant_id is not None),
+    )
     return await submit_write(
-        request, state, user.user_id, idempotency_key, op, status.HTTP_201_CREATED
+        request, state, user.user_id, idempotency_key, op, status.HTTP_201_CREATED, locks
     )
 
 
@@ -59,7 +64,10 @@ async def pay_order(
     op = partial(
         service.pay_order_op, ranking=state.ranking, user_id=user.user_id, order_id=order_id
     )
-    return await submit_write(request, state, user.user_id, idempotency_key, op, status.HTTP_200_OK)
+    locks = Locks(wallets=frozenset((user.user_id,)))
+    return await submit_write(
+        request, state, user.user_id, idempotency_key, op, status.HTTP_200_OK, locks
+    )
 
 
 @router.post("/orders/{order_id}/cancel")
@@ -75,7 +83,10 @@ async def cancel_order(
         user_id=user.user_id,
         order_id=order_id,
     )
-    return await submit_write(request, state, user.user_id, idempotency_key, op, status.HTTP_200_OK)
+    locks = Locks(wallets=frozenset((user.user_id,)))
+    return await submit_write(
+        request, state, user.user_id, idempotency_key, op, status.HTTP_200_OK, locks
+    )
 
 
 @router.get("/orders/{order_id}")

@@ -16,7 +16,7 @@ from flashsale.api.deps import (
 )
 from flashsale.api.idempotency import IdempotencyKey, submit_write
 from flashsale.db.models import wallet_transactions, wallets
-from flashsale.db.writer import Tx
+from flashsale.db.writer import Locks, Tx
 from flashsale.errors import Unauthenticated
 from flashsale.wallet import service
 from flashsale.wallet.schemas import (
@@ -56,8 +56,9 @@ async def create_charge(
         )
 
     state = app_state(request)
+    locks = Locks(wallets=frozenset((user.user_id,)))
     return await submit_write(
-        request, state, user.user_id, idempotency_key, charge, status.HTTP_201_CREATED
+        request, state, user.user_id, idempotency_key, charge, status.HTTP_201_CREATED, locks
     )
 
 
