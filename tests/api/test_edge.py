@@ -166,10 +166,10 @@ async def test_a_crash_between_commit_and_response_is_replayed_by_the_retry(
 
     calls = 0
 
-    async def lost_answer(op: Any) -> Any:
+    async def lost_answer(op: Any, locks: Any = None) -> Any:
         nonlocal calls
         calls += 1
-        result = await real_submit(op)
+        result = await real_submit(op, locks)
         if calls == 2:  # 1: the key's claim, 2: the order (committed with its answer)
             raise ConnectionResetError("the answer never left the process")
         return result

@@ -37,7 +37,7 @@ from flashsale.cart.router import router as cart_router
 from flashsale.catalog.cache import ReadCache
 from flashsale.catalog.router import router as catalog_router
 from flashsale.coupons.router import router as coupons_router
-from flashsale.db.engine import Database, make_sync_engine, writer_lock_path
+from flashsale.db.engine import Database, is_sqlite, make_sync_engine, writer_lock_path
 from flashsale.db.writer import GroupCommitWriter
 from flashsale.errors import FlashsaleError
 from flashsale.gates import CouponIssueGate, StockGate
@@ -131,6 +131,7 @@ async def build_state(settings: Settings) -> AppState:
             max_batch=settings.writer_max_batch,
             window_s=settings.writer_window_ms / 1000,
             lock_path=writer_lock_path(settings.database_url),
+            threads=1 if is_sqlite(settings.database_url) else settings.writer_threads,
         ),
     )
     state.writer.start()

@@ -183,7 +183,7 @@ _STOP = object()
 
 
 class GroupCommitWriter:
-    """One writer thread per process, committing queued operations in batches.
+    """Writer threads of one process, committing queued operations in batches.
 
     Args:
         engine: a synchronous engine (``flashsale.db.engine.make_sync_engine``) the
@@ -192,6 +192,10 @@ class GroupCommitWriter:
         window_s: when a batch would hold a single operation, wait this long once for
             others to join it (a few milliseconds: more winners per commit).
         attempts: runs of a batch PostgreSQL aborts as retryable (the first included).
+        threads: writer threads, each with its own connection, taking batches from one
+            queue. One on SQLite (one writer at a time anyway); on PostgreSQL several
+            keep the server busy while one waits for its round trips (each batch still
+            commits as a whole; see :class:`Locks` for how they avoid deadlocks).
         lock_path: a file whose exclusive ``flock`` the writer holds around each batch
             (SQLite): the writers of a machine's processes then queue in the kernel,
             which wakes the next one as soon as a batch commits, instead of polling
@@ -207,6 +211,7 @@ class GroupCommitWriter:
         attempts: int = 5,
         name: str = "flashsale-writer",
         lock_path: str | None = None,
+        threads: int = 1,
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch
@@ -215,20 +220,26 @@ class GroupCommitWriter:
         self.lock_path = lock_path
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+            for i in range(threads)
+        ]
         self._commits = DB_TRANSACTIONS.labels(outcome="commit")
         self._rollbacks = DB_TRANSACTIONS.labels(outcome="rollback")
 
     def start(self) -> None:
-        """Start the writer thread; call from the event loop that will submit."""
+        """Start the writer threads; call from the event loop that will submit."""
         self._loop = asyncio.get_running_loop()
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop the thread and close its connection."""
-        if self._thread.is_alive():
+        """Finish what is queued, then stop the threads and close their connections."""
+        running = [thread for thread in self._threads if thread.is_alive()]
+        for _thread in running:
             self._queue.put(_STOP)
-            await asyncio.to_thread(self._thread.join)
+        for thread in running:
+            await asyncio.to_thread(thread.join)
         self.engine.dispose()
 
     async def submit(self, op: Op[T], locks: Locks | None = None) -> T:

@@ -17,6 +17,7 @@ from flashsale.api.deps import (
     encode_cursor,
 )
 from flashsale.api.idempotency import IdempotencyKey, submit_write
+from flashsale.db.session import transaction
 from flashsale.db.writer import Locks
 from flashsale.orders import service
 from flashsale.orders.schemas import OrderIn, OrderOut, OrderPage
@@ -83,7 +84,11 @@ async def cancel_order(
         user_id=user.user_id,
         order_id=order_id,
     )
-    locks = Locks(wallets=frozenset((user.user_id,)))
+    # The lines it gives back are locked up front with the batch (an order's lines
+    # never change, so reading them first is safe).
+    async with transaction(state.db.read_session) as session:
+        lines = await service.order_variant_ids(session, order_id)
+    locks = Locks(wallets=frozenset((user.user_id,)), variants=frozenset(lines))
     return await submit_write(
         request, state, user.user_id, idempotency_key, op, status.HTTP_200_OK, locks
     )

@@ -488,6 +488,13 @@ def cancel_order_op(
     return order
 
 
+async def order_variant_ids(session: AsyncSession, order_id: int) -> list[int]:
+    """The variant ids of an order's lines (any user's: a lock hint, not an answer)."""
+    return await run_in_session(
+        session, lambda tx: [v for v, _p, _q in repository.order_lines(tx.conn, order_id)]
+    )
+
+
 async def has_overdue(session: AsyncSession, now: datetime | None = None) -> bool:
     """Whether any PENDING order is past ``expires_at`` (a cheap read before sweeping)."""
     at = utcnow() if now is None else now
