@@ -6,6 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each stage says how long the previous one took, and the total is printed at the end.
+stage_started=$SECONDS
+stage_name=""
+stage() {
+  if [ -n "$stage_name" ]; then
+    echo "   ($stage_name: $((SECONDS - stage_started)) s)"
+  fi
+  stage_name=$1
+  stage_started=$SECONDS
+  [ -z "$1" ] || echo "== $1"
+}
+trap 'stage ""; echo "== all stages: $SECONDS s"' EXIT
+
 # System packages for the C++ suite (GoogleTest, Boost headers, a compiler) and wrk,
 # the load generator of `flashsale bench http`.
 missing=()
@@ -18,31 +31,31 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
-echo "== install flashsale with its test and analysis extras"
+stage "install flashsale with its test and analysis extras"
 python -m pip install -q --disable-pip-version-check ".[test,analysis]"
 
-echo "== ruff"
+stage "ruff"
 ruff check python tests
 ruff format --check python tests
 
-echo "== clang-format"
+stage "clang-format"
 clang-format --dry-run --Werror cpp/include/flashsale/*.hpp cpp/src/*.cpp cpp/bindings/*.cpp \
   cpp/bindings/*.hpp cpp/tests/*.cpp
 
-echo "== mypy (strict)"
+stage "mypy (strict)"
 mypy
 
-echo "== C++ tests (GoogleTest under ThreadSanitizer)"
+stage "C++ tests (GoogleTest under ThreadSanitizer)"
 bash scripts/test-cpp.sh
 
-echo "== PostgreSQL"
+stage "PostgreSQL"
 # shellcheck source=scripts/postgres.sh
 source scripts/postgres.sh
 
 # The package is imported from site-packages (the source lives under python/).
-echo "== Python tests on SQLite"
+stage "Python tests on SQLite"
 FLASHSALE_TEST_DATABASE=sqlite python -m pytest -m "not instances" "$@"
 
-echo "== Python tests on PostgreSQL (the C++ core and pure unit tests ran above)"
+stage "Python tests on PostgreSQL (the C++ core and pure unit tests ran above)"
 FLASHSALE_TEST_DATABASE=postgresql python -m pytest "$@" \
   tests/api tests/db tests/outbox tests/e2e tests/analysis
