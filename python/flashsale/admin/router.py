@@ -2,7 +2,8 @@
 
 After commit the local gates learn the new values at once and the catalog read
 cache drops what they change; other processes learn them within the gate
-freshness bound (DESIGN §2) and the read-cache bound (``FLASHSALE_READ_CACHE_S``).
+freshness bound (``FLASHSALE_GATE_FRESHNESS_S``) and the read-cache bound
+(``FLASHSALE_READ_CACHE_S``).
 """
 
 from __future__ import annotations
