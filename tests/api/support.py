@@ -207,6 +207,18 @@ class Api:
         finally:
             engine.dispose()
 
+    def restock_directly(self, variant_id: int, quantity: int) -> None:
+        """Another writer (process, tool) adds stock with its RESTOCK movement, behind
+        this app's gates."""
+        self.sql("UPDATE variants SET stock = stock + :q WHERE id = :v", q=quantity, v=variant_id)
+        self.sql(
+            "INSERT INTO inventory_movements (variant_id, kind, quantity, order_id, created_at) "
+            "VALUES (:v, 'RESTOCK', :q, NULL, :t)",
+            v=variant_id,
+            q=quantity,
+            t=utc().replace(tzinfo=None),
+        )
+
     def assert_audit_ok(self) -> None:
         report = run_audit(self.db_url)
         assert report.checks

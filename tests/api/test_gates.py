@@ -15,18 +15,6 @@ from .support import Api, StartApp, expect, utc
 pytestmark = pytest.mark.anyio
 
 
-def _restock_directly(api: Api, variant_id: int, quantity: int) -> None:
-    """Another writer (process, tool) adds stock with its RESTOCK movement."""
-    api.sql("UPDATE variants SET stock = stock + :q WHERE id = :v", q=quantity, v=variant_id)
-    api.sql(
-        "INSERT INTO inventory_movements (variant_id, kind, quantity, order_id, created_at) "
-        "VALUES (:v, 'RESTOCK', :q, NULL, :t)",
-        v=variant_id,
-        q=quantity,
-        t=utc().replace(tzinfo=None),
-    )
-
-
 async def test_restock_reopens_a_variant_sold_out_in_the_gate(api: Api) -> None:
     user = await api.user(balance=100_000)
     p = await api.product((1_000, 2))
@@ -47,7 +35,7 @@ async def test_fresh_check_sees_a_direct_database_restock(start_app: StartApp) -
         v = p["variants"][0]["id"]
         expect(await api.order(user, (v, 1)), 201)
         expect(await api.order(user, (v, 1)), 409, "OUT_OF_STOCK")
-        _restock_directly(api, v, 3)
+        api.restock_directly(v, 3)
         order = expect(await api.order(user, (v, 3)), 201)
         assert order["items"][0]["quantity"] == 3
         err = expect(await api.order(user, (v, 1)), 409, "OUT_OF_STOCK")
@@ -61,7 +49,7 @@ async def test_stale_sold_out_is_rechecked_after_the_bound(start_app: StartApp) 
         p = await api.product((1_000, 1))
         v = p["variants"][0]["id"]
         expect(await api.order(user, (v, 1)), 201)
-        _restock_directly(api, v, 2)
+        api.restock_directly(v, 2)
         # within the bound the gate may still say "sold out" (the safe direction) ...
         await anyio.sleep(0.4)
         # ... past it, the database is asked before any refusal

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from flashsale.bench.http.runner import SCENARIO_NAMES
-from flashsale.db.engine import sync_url
+from flashsale.db.provision import databases_named
 
 # No skip without wrk: the bench installs it (apt-get) when it is missing, and
 # scripts/test.sh installs it before the suite runs.
@@ -87,25 +86,13 @@ def test_bench_http_quick_sqlite(tmp_path: Path) -> None:
     _check_table(json_path)
 
 
-def _bench_databases(server_url: str) -> set[str]:
-    engine = create_engine(sync_url(server_url))
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT datname FROM pg_database WHERE datname LIKE 'flashsale_bench_%'")
-            )
-            return {str(r[0]) for r in rows}
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.instances  # needs PostgreSQL: runs in the PostgreSQL pass
 def test_bench_http_quick_postgresql(postgres_server_url: str, tmp_path: Path) -> None:
     server_url = postgres_server_url
-    before = _bench_databases(server_url)
+    before = databases_named(server_url, "flashsale_bench_")
     json_path = tmp_path / "bench-http.json"
     data = _run_bench(json_path, "--database-url", server_url)
     _check_figures(data, "postgresql")
     _check_table(json_path)
     # The scratch databases are dropped.
-    assert _bench_databases(server_url) <= before
+    assert databases_named(server_url, "flashsale_bench_") <= before

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from flashsale.db.engine import sync_url
+from flashsale.db.provision import databases_named
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -98,22 +97,9 @@ def test_demo_runs_clean() -> None:
     assert "Result: PASS" in report, report
 
 
-def _demo_databases(server_url: str) -> set[str]:
-    """Names of the demo's scratch databases on the PostgreSQL server."""
-    engine = create_engine(sync_url(server_url))
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT datname FROM pg_database WHERE datname LIKE 'flashsale\\_demo\\_%'")
-            )
-            return {str(row[0]) for row in rows}
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.instances
 def test_demo_on_postgresql_with_two_instances(postgres_server_url: str) -> None:
-    before = _demo_databases(postgres_server_url)
+    before = databases_named(postgres_server_url, "flashsale_demo_")
     proc = subprocess.run(
         [sys.executable, "-m", "flashsale", "demo", "--database-url", postgres_server_url,
          "--instances", "2", "--users", "300", "--concurrency", "50", "--seconds", "3",
@@ -125,12 +111,12 @@ def test_demo_on_postgresql_with_two_instances(postgres_server_url: str) -> None
     )  # fmt: skip
     output = proc.stdout + proc.stderr
     # Dropped whatever the outcome: no scratch database is left on the server.
-    assert _demo_databases(postgres_server_url) <= before, output
+    assert databases_named(postgres_server_url, "flashsale_demo_") <= before, output
     assert proc.returncode == 0, output
     report = proc.stdout
     match = re.search(r"scratch database (flashsale_demo_[0-9a-f]+) \(dropped at the end\)", report)
     assert match, report
-    assert match.group(1) not in _demo_databases(postgres_server_url)
+    assert match.group(1) not in databases_named(postgres_server_url, "flashsale_demo_")
     assert "2 instances x 1 server worker" in report, report
     assert re.search(r"Instances \(.*\): 1 http://127\.0\.0\.1:\d+, 2 http://127\.0\.0\.1:\d+$",
                      report, re.M), report  # fmt: skip

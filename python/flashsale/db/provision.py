@@ -72,3 +72,18 @@ def drop_database(server_url: str, name: str) -> None:
     """Drop database ``name`` if it exists, closing its remaining connections first
     (``WITH (FORCE)``, PostgreSQL ≥ 13)."""
     _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{_check_name(name)}" WITH (FORCE)')
+
+
+def databases_named(server_url: str, prefix: str) -> set[str]:
+    """Names of the server's databases that start with ``prefix`` (e.g. a tool's
+    scratch databases, ``flashsale_demo_``), to check that none was left behind."""
+    engine = create_engine(sync_url(server_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT datname FROM pg_database WHERE starts_with(datname, :p)"),
+                {"p": prefix},
+            )
+            return {str(row[0]) for row in rows}
+    finally:
+        engine.dispose()
