@@ -181,3 +181,91 @@ async def test_a_crash_between_commit_and_response_is_replayed_by_the_retry(
     assert await api.stock(v, p["id"]) == 3  # one order, not two
     assert await api.balance(user) == 100_000 - 2_000
     api.assert_audit_ok()
+
+
+async def test_admitted_orders_and_issues_are_answered_at_the_edge(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A winner without an Idempotency-Key is written and answered by the edge (the
+    route's authentication never runs), with the route's status and body: the same
+    order that GET /orders/{id} shows, the same shape as the route's answer to a
+    keyed request."""
+    user = await api.user(balance=100_000)
+    coupon = await api.coupon(total_quantity=5)
+    p = await api.product((1_000, 5), (2_000, 5))
+    a, b = (v["id"] for v in p["variants"])
+    routed = expect(
+        await api.client.post(
+            "/api/v1/orders",
+            json={"items": [{"variant_id": a, "quantity": 1}], "pay": True},
+            headers={**user.headers, "Idempotency-Key": "via-route"},
+        ),
+        201,
+    )
+    issued_via_route = expect(
+        await api.client.post(
+            f"/api/v1/coupons/{coupon['id']}/issue",
+            headers={**(await api.user()).headers, "Idempotency-Key": "via-route"},
+        ),
+        201,
+    )
+
+    def route_must_not_run(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the route answered an admitted request")
+
+    monkeypatch.setattr("flashsale.api.deps.decode_access_token", route_must_not_run)
+    counted = _latency_count("/api/v1/orders", "201")
+    order = expect(await api.order(user, (a, 2), (b, 1)), 201)
+    issued = expect(await api.post(f"/coupons/{coupon['id']}/issue", user), 201)
+    monkeypatch.undo()
+
+    assert _latency_count("/api/v1/orders", "201") == counted + 1
+    assert order["status"] == "PAID" and order["paid_amount"] == 4_000
+    assert [(i["variant_id"], i["quantity"]) for i in order["items"]] == [(a, 2), (b, 1)]
+    assert set(order) == set(routed) and set(issued) == set(issued_via_route)
+    assert expect(await api.get(f"/orders/{order['order_id']}", user), 200) == order
+    assert issued["status"] == "ISSUED"
+    assert await api.balance(user) == 100_000 - 1_000 - 4_000
+    api.assert_audit_ok()
+
+
+async def test_an_admitted_order_refused_by_the_database_is_answered_at_the_edge(
+    api: Api,
+) -> None:
+    """The gate admits it, the rules refuse it (a wallet too small): the edge sends
+    the operation's refusal, exactly as the route would, and nothing changes."""
+    user = await api.user(balance=1_000)
+    p = await api.product((5_000, 5))
+    v = p["variants"][0]["id"]
+    before = api.snapshot()
+    err = expect(await api.order(user, (v, 1)), 409, "INSUFFICIENT_BALANCE")
+    assert err["details"] == {"required": 5_000, "balance": 1_000}
+    assert api.snapshot() == before
+    expect(await api.order(user, (v, 1)), 409, "INSUFFICIENT_BALANCE")  # the gate gave it back
+    api.assert_audit_ok()
+
+
+async def test_a_failed_batch_at_the_edge_goes_to_the_route(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's batch failed (nothing written): the route gets the request, body
+    included, and answers it."""
+    user = await api.user(balance=100_000)
+    p = await api.product((1_000, 5))
+    v = p["variants"][0]["id"]
+    writer = api.state.writer
+    real_submit = writer.submit
+    calls = 0
+
+    async def fail_once(op: Any, locks: Any = None) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionResetError("the batch's connection dropped")
+        return await real_submit(op, locks)
+
+    monkeypatch.setattr(writer, "submit", fail_once)
+    order = expect(await api.order(user, (v, 2)), 201)
+    assert calls == 2 and order["status"] == "PAID"
+    assert await api.stock(v, p["id"]) == 3
+    api.assert_audit_ok()

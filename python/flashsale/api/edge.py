@@ -1,4 +1,4 @@
-"""The flash crowd's losers, answered at the edge of the app.
+"""The flash crowd, answered at the edge of the app.
 
 In a rush nearly every request is hopeless: the coupon is gone, the limited item
 sold out. :class:`GateEdgeMiddleware` answers those from this process's C++
@@ -11,6 +11,17 @@ routes only:
   sold out);
 - ``POST /api/v1/orders`` → the stock gate
   (:func:`flashsale.orders.service.refuse_early`: a fresh shortfall).
+
+The winners are answered here too: an admitted order or coupon issue is submitted to
+the group-commit writer with the same operation the route submits
+(:func:`flashsale.orders.router.order_write`, :func:`flashsale.coupons.router.issue_write`)
+and its answer (``201`` with the order or the issue, or the operation's refusal) is
+sent from here. Routing, dependency solving, the second parse of the body and the
+response model's validation cost more than the order's own Python; the answer's
+bytes are the route's (``model_dump_json`` is what FastAPI sends for a response
+model). Should the writer fail for any other reason (its batch rolled back: nothing
+of it was written), the request goes on to the route, which submits it again and
+answers as it would.
 
 The same holds for the pages everyone refreshes during a sale: a fresh entry of the
 catalog read cache (:class:`flashsale.catalog.cache.ReadCache`) for
@@ -42,9 +53,12 @@ from flashsale.api.state import AppState
 from flashsale.auth.security import decode_access_token
 from flashsale.catalog.cache import list_key, popular_key, product_key
 from flashsale.catalog.router import PAGE_LIMIT, POPULAR_DEFAULTS
+from flashsale.coupons.router import issue_write
 from flashsale.coupons.service import refuse_early as refuse_coupon
 from flashsale.db.types import MAX_ID, utcnow
+from flashsale.db.writer import Locks, Op
 from flashsale.errors import FlashsaleError
+from flashsale.orders.router import order_write
 from flashsale.orders.schemas import OrderIn
 from flashsale.orders.service import refuse_early as refuse_order
 
@@ -98,6 +112,7 @@ class GateEdgeMiddleware:
             await self.app(scope, receive, send)
             return
         state: AppState = scope["app"].state.flashsale
+        write: tuple[Op[Any], Locks] | None = None
         try:
             if coupon is not None:
                 template = _COUPON_TEMPLATE
@@ -106,19 +121,29 @@ class GateEdgeMiddleware:
                     await refuse_coupon(
                         state.coupon_gate, state.db.read_session, coupon_id, user_id, utcnow()
                     )
+                    write = issue_write(state, user_id, coupon_id)
             else:
                 template = _ORDERS
                 body, complete = await _read_body(receive)
                 receive = _replay(body, complete, receive)
-                if complete:
-                    await _refuse_order(state, body)
+                order = _order_in(body) if complete else None
+                if order is not None:
+                    await refuse_order(state.stock_gate, state.db.read_session, order)
+                    write = order_write(state, user_id, order)
+            if write is not None:
+                result = await state.writer.submit(*write)
         except FlashsaleError as error:
             scope["route"] = self.routes.route(template)
             await _answer(send, error)
             return
-        except Exception:  # a failed re-read of the gate: the route decides, and reports it
-            log.debug("edge gate check failed; passing %s on to the route", path, exc_info=True)
-        await self.app(scope, receive, send)
+        except Exception:  # a failed gate re-read or batch: the route decides, and reports it
+            log.debug("edge could not answer; passing %s on to the route", path, exc_info=True)
+            write = None
+        if write is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.routes.route(template)
+        await _send_json(send, 201, result.model_dump_json().encode())
 
     async def _cached_page(self, scope: Scope, send: Send) -> bool:
         """Serve a fresh read-cache entry of a catalog page; False when the route must."""
@@ -170,20 +195,25 @@ def _caller(scope: Scope) -> int | None:
         return None
 
 
-async def _refuse_order(state: AppState, body: bytes) -> None:
+def _order_in(body: bytes) -> OrderIn | None:
+    """The order in ``body``, or None when it does not validate (the route answers
+    422 with its own error details)."""
     try:
-        order = OrderIn.model_validate_json(body)
+        return OrderIn.model_validate_json(body)
     except ValidationError:
-        return  # the route answers 422 with its own error details
-    await refuse_order(state.stock_gate, state.db.read_session, order)
+        return None
 
 
 async def _answer(send: Send, error: FlashsaleError) -> None:
     payload = json.dumps(
         error_body(error.code, error.message, error.details), separators=(",", ":")
     ).encode()
+    await _send_json(send, error.status, payload)
+
+
+async def _send_json(send: Send, status: int, payload: bytes) -> None:
     headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 

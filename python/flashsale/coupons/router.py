@@ -8,10 +8,11 @@ from fastapi import APIRouter, Request, status
 
 from flashsale.api.deps import CurrentUser, PathId, ReadSession, app_state
 from flashsale.api.idempotency import IdempotencyKey, submit_write
+from flashsale.api.state import AppState
 from flashsale.coupons import service
 from flashsale.coupons.schemas import CouponOut, IssueOut, MyCouponOut
 from flashsale.db.types import utcnow
-from flashsale.db.writer import Locks
+from flashsale.db.writer import Locks, Op
 
 router = APIRouter(tags=["coupons"])
 
@@ -39,13 +40,18 @@ async def issue_coupon(
         await service.refuse_early(
             state.coupon_gate, state.db.read_session, coupon_id, user.user_id, utcnow()
         )
-    op = partial(
-        service.issue_op, gate=state.coupon_gate, coupon_id=coupon_id, user_id=user.user_id
-    )
-    locks = Locks(coupons=frozenset((coupon_id,)))
+    op, locks = issue_write(state, user.user_id, coupon_id)
     return await submit_write(
         request, state, user.user_id, idempotency_key, op, status.HTTP_201_CREATED, locks
     )
+
+
+def issue_write(state: AppState, user_id: int, coupon_id: int) -> tuple[Op[IssueOut], Locks]:
+    """The writer operation that issues ``coupon_id`` to ``user_id`` and the rows it
+    locks: what ``POST /coupons/{id}/issue`` submits, in the route and at the edge
+    (:class:`flashsale.api.edge.GateEdgeMiddleware`)."""
+    op = partial(service.issue_op, gate=state.coupon_gate, coupon_id=coupon_id, user_id=user_id)
+    return op, Locks(coupons=frozenset((coupon_id,)))
 
 
 @router.get("/me/coupons")

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flashsale import IssueResult
 from flashsale.coupons.schemas import CouponIn, CouponOut, IssueOut, MyCouponOut
 from flashsale.db.models import coupons, user_coupons
+from flashsale.db.prepared import Prepared
 from flashsale.db.types import utcnow
 from flashsale.db.writer import Tx, run_in_session
 from flashsale.errors import (
@@ -33,8 +34,11 @@ from flashsale.gates import CouponIssueGate, Reader
 from flashsale.metrics import COUPON_ISSUES, observe_coupon_issue
 
 # Built once (the issue path's statements run under the flash crowd).
-_INSERT_USER_COUPON = insert(user_coupons).returning(user_coupons.c.id)
-_COUNT_ISSUE = (
+_INSERT_USER_COUPON = Prepared(
+    insert(user_coupons).returning(user_coupons.c.id),
+    columns=["coupon_id", "user_id", "status", "issued_at", "expires_at"],
+)
+_COUNT_ISSUE = Prepared(
     update(coupons)
     .where(
         coupons.c.id == bindparam("p_coupon"),
@@ -213,11 +217,11 @@ def _issue(tx: Tx, gate: CouponIssueGate, coupon_id: int, user_id: int, now: dat
         "expires_at": expires_at,
     }
     try:
-        user_coupon_id: int = conn.execute(_INSERT_USER_COUPON, row).scalar_one()
+        user_coupon_id: int = _INSERT_USER_COUPON.scalar_one(conn, row)
     except IntegrityError as exc:
         tx.after_rollback(lambda: gate.learn_issued(coupon_id, user_id))
         raise CouponAlreadyIssued(coupon_id=coupon_id) from exc
-    if conn.execute(_COUNT_ISSUE, {"p_coupon": coupon_id}).first() is None:
+    if _COUNT_ISSUE.first(conn, {"p_coupon": coupon_id}) is None:
         tx.after_rollback(lambda: gate.learn_sold_out(coupon_id))
         raise CouponSoldOut(coupon_id=coupon_id)
     return IssueOut(

@@ -5,8 +5,10 @@
 database. Functions take a synchronous :class:`~sqlalchemy.Connection`: they run in the
 group-commit writer's thread, or inside a request's session through
 :func:`flashsale.db.writer.run_in_session`. The hot statements are built once and
-executed with parameters: building a Core statement (and its cache key) costs several
-times more than running it on SQLite. Grants are conditional writes (``stock >= :q``,
+run as :class:`~flashsale.db.prepared.Prepared` statements (compiled once per dialect,
+executed on the driver's cursor): through ``Connection.execute`` each would cost
+several times more Python than SQLite spends running it, in the writer thread that
+every write of the process waits for. Grants are conditional writes (``stock >= :q``,
 ``status = 'ISSUED'``, ``status = 'PENDING' AND expires_at > :now``) whose result says
 whether the database confirmed them. Money is integer KRW; times are UTC.
 """
@@ -30,15 +32,16 @@ from flashsale.db.models import (
     variants,
     wallets,
 )
+from flashsale.db.prepared import Prepared
 from flashsale.orders.schemas import OrderItemOut
 
 #: Orders holding units against the per-user purchase limit.
 HOLDING_STATUSES = ("PAID", "PENDING")
 
-_LOCK_WALLET = (
+_LOCK_WALLET = Prepared(
     select(wallets.c.balance).where(wallets.c.user_id == bindparam("p_user")).with_for_update()
 )
-_ORDER_VARIANTS = (
+_ORDER_VARIANTS = Prepared(
     select(
         variants.c.id,
         variants.c.name.label("variant_name"),
@@ -51,12 +54,13 @@ _ORDER_VARIANTS = (
     )
     .join(products, products.c.id == variants.c.product_id)
     .where(variants.c.id.in_(bindparam("p_ids", expanding=True)))
-    .order_by(variants.c.id)
+    .order_by(variants.c.id),
+    expanding=["p_ids"],
 )
-_PRODUCT_VARIANTS = (
+_PRODUCT_VARIANTS = Prepared(
     select(variants.c.id).where(variants.c.product_id == bindparam("p_product")).limit(2)
 )
-_HELD_UNITS = (
+_HELD_UNITS = Prepared(
     select(order_items.c.product_id, func.sum(order_items.c.quantity))
     .join(orders, orders.c.id == order_items.c.order_id)
     .where(
@@ -64,9 +68,10 @@ _HELD_UNITS = (
         orders.c.status.in_(HOLDING_STATUSES),
         order_items.c.product_id.in_(bindparam("p_products", expanding=True)),
     )
-    .group_by(order_items.c.product_id)
+    .group_by(order_items.c.product_id),
+    expanding=["p_products"],
 )
-_USER_COUPON = (
+_USER_COUPON = Prepared(
     select(
         user_coupons.c.user_id,
         user_coupons.c.status,
@@ -79,27 +84,60 @@ _USER_COUPON = (
     .join(coupons, coupons.c.id == user_coupons.c.coupon_id)
     .where(user_coupons.c.id == bindparam("p_user_coupon"))
 )
-_INSERT_ORDER = insert(orders).returning(orders.c.id)
-_TAKE_STOCK = (
+_INSERT_ORDER = Prepared(
+    insert(orders).returning(orders.c.id),
+    columns=[
+        "user_id",
+        "status",
+        "total_amount",
+        "discount_amount",
+        "paid_amount",
+        "user_coupon_id",
+        "created_at",
+        "paid_at",
+        "expires_at",
+    ],
+)
+_INSERT_ITEMS = Prepared(
+    insert(order_items),
+    columns=[
+        "order_id",
+        "product_id",
+        "variant_id",
+        "product_name",
+        "variant_name",
+        "unit_price",
+        "quantity",
+        "amount",
+    ],
+)
+_INSERT_MOVEMENTS = Prepared(
+    insert(inventory_movements),
+    columns=["variant_id", "kind", "quantity", "order_id", "created_at"],
+)
+_TAKE_STOCK = Prepared(
     update(variants)
     .where(variants.c.id == bindparam("p_variant"), variants.c.stock >= bindparam("p_quantity"))
     .values(stock=variants.c.stock - bindparam("p_quantity"))
     .returning(variants.c.stock)
 )
-_STOCK_OF = select(variants.c.stock).where(variants.c.id == bindparam("p_variant"))
-_USE_COUPON = (
+_STOCK_OF = Prepared(select(variants.c.stock).where(variants.c.id == bindparam("p_variant")))
+_USE_COUPON = Prepared(
     update(user_coupons)
     .where(user_coupons.c.id == bindparam("p_user_coupon"), user_coupons.c.status == "ISSUED")
     .values(status="USED", used_at=bindparam("p_now"), order_id=bindparam("p_order"))
     .returning(user_coupons.c.id)
 )
-_INSERT_PAYMENT = insert(payments).returning(payments.c.id)
-_LOCK_ORDER = (
+_INSERT_PAYMENT = Prepared(
+    insert(payments).returning(payments.c.id),
+    columns=["order_id", "user_id", "kind", "amount", "created_at"],
+)
+_LOCK_ORDER = Prepared(
     select(orders)
     .where(orders.c.id == bindparam("p_order"), orders.c.user_id == bindparam("p_user"))
     .with_for_update()
 )
-_MARK_PAID = (
+_MARK_PAID = Prepared(
     update(orders)
     .where(
         orders.c.id == bindparam("p_order"),
@@ -109,13 +147,13 @@ _MARK_PAID = (
     .values(status="PAID", paid_at=bindparam("p_now"))
     .returning(*orders.c)
 )
-_MARK_CANCELLED = (
+_MARK_CANCELLED = Prepared(
     update(orders)
     .where(orders.c.id == bindparam("p_order"), orders.c.status == bindparam("p_status"))
     .values(status="CANCELLED", cancelled_at=bindparam("p_now"))
     .returning(*orders.c)
 )
-_MARK_EXPIRED = (
+_MARK_EXPIRED = Prepared(
     update(orders)
     .where(
         orders.c.id == bindparam("p_order"),
@@ -125,24 +163,24 @@ _MARK_EXPIRED = (
     .values(status="EXPIRED")
     .returning(orders.c.id)
 )
-_OVERDUE = (
+_OVERDUE = Prepared(
     select(orders.c.id, orders.c.user_coupon_id)
     .where(orders.c.status == "PENDING", orders.c.expires_at <= bindparam("p_now"))
     .order_by(orders.c.expires_at, orders.c.id)
     .limit(bindparam("p_limit"))
 )
-_ORDER_LINES = (
+_ORDER_LINES = Prepared(
     select(order_items.c.variant_id, order_items.c.product_id, order_items.c.quantity)
     .where(order_items.c.order_id == bindparam("p_order"))
     .order_by(order_items.c.variant_id)
 )
-_PUT_BACK_STOCK = (
+_PUT_BACK_STOCK = Prepared(
     update(variants)
     .where(variants.c.id == bindparam("p_variant"))
     .values(stock=variants.c.stock + bindparam("p_quantity"))
 )
 # The coupon goes back to its holder: ISSUED while still valid, else EXPIRED.
-_RETURN_COUPON = (
+_RETURN_COUPON = Prepared(
     update(user_coupons)
     .where(user_coupons.c.id == bindparam("p_user_coupon"), user_coupons.c.status == "USED")
     .values(
@@ -155,8 +193,7 @@ _RETURN_COUPON = (
 
 def variants_of_product(conn: Connection, product_id: int) -> list[int]:
     """Up to two variant ids of a product (enough to tell none, one or several)."""
-    result = conn.execute(_PRODUCT_VARIANTS, {"p_product": product_id})
-    return list(result.scalars().all())
+    return [row.id for row in _PRODUCT_VARIANTS.rows(conn, {"p_product": product_id})]
 
 
 def lock_wallet(conn: Connection, user_id: int) -> int | None:
@@ -166,14 +203,15 @@ def lock_wallet(conn: Connection, user_id: int) -> int | None:
     (purchase limit, coupon use) on databases with row locks; a no-op on SQLite,
     whose write transactions are serialised already.
     """
-    result = conn.execute(_LOCK_WALLET, {"p_user": user_id})
-    balance: int | None = result.scalar_one_or_none()
+    balance: int | None = _LOCK_WALLET.scalar(conn, {"p_user": user_id})
     return balance
 
 
 def order_variants(conn: Connection, variant_ids: Sequence[int]) -> list[Any]:
     """Rows of :class:`flashsale.orders.rules.VariantRow` for the ids that exist, by id."""
-    return list((conn.execute(_ORDER_VARIANTS, {"p_ids": list(variant_ids)})).all())
+    if not variant_ids:
+        return []
+    return _ORDER_VARIANTS.rows(conn, {"p_ids": list(variant_ids)})
 
 
 def held_units(conn: Connection, user_id: int, product_ids: Sequence[int]) -> dict[int, int]:
@@ -181,17 +219,17 @@ def held_units(conn: Connection, user_id: int, product_ids: Sequence[int]) -> di
     if not product_ids:
         return {}
     params = {"p_user": user_id, "p_products": sorted(product_ids)}
-    return {p: int(q) for p, q in conn.execute(_HELD_UNITS, params)}
+    return {p: int(q) for p, q in _HELD_UNITS.rows(conn, params)}
 
 
 def user_coupon(conn: Connection, user_coupon_id: int) -> Any | None:
     """A user coupon joined with its coupon's terms, or None."""
-    return (conn.execute(_USER_COUPON, {"p_user_coupon": user_coupon_id})).first()
+    return _USER_COUPON.first(conn, {"p_user_coupon": user_coupon_id})
 
 
 def insert_order(conn: Connection, row: dict[str, Any]) -> int:
     """Insert an ``orders`` row; returns its id."""
-    order_id: int = (conn.execute(_INSERT_ORDER, row)).scalar_one()
+    order_id: int = _INSERT_ORDER.scalar_one(conn, row)
     return order_id
 
 
@@ -199,23 +237,38 @@ def take_stock(conn: Connection, variant_id: int, quantity: int) -> int | None:
     """Take ``quantity`` units if that many are left; the units left, or None when
     the database refused (fewer left)."""
     params = {"p_variant": variant_id, "p_quantity": quantity}
-    left: int | None = (conn.execute(_TAKE_STOCK, params)).scalar_one_or_none()
+    left: int | None = _TAKE_STOCK.scalar(conn, params)
     return left
 
 
 def stock_of(conn: Connection, variant_id: int) -> int:
     """Units of a variant left now."""
-    return int((conn.execute(_STOCK_OF, {"p_variant": variant_id})).scalar_one())
+    return int(_STOCK_OF.scalar_one(conn, {"p_variant": variant_id}))
 
 
 def put_back_stock(conn: Connection, variant_id: int, quantity: int) -> None:
     """Return ``quantity`` units of a variant (cancellation, expiry)."""
-    conn.execute(_PUT_BACK_STOCK, {"p_variant": variant_id, "p_quantity": quantity})
+    _PUT_BACK_STOCK.run(conn, {"p_variant": variant_id, "p_quantity": quantity})
 
 
 def insert_items(conn: Connection, order_id: int, items: Sequence[OrderItemOut]) -> None:
     """Insert an order's items (one statement for all of them)."""
-    conn.execute(insert(order_items), [{"order_id": order_id, **i.model_dump()} for i in items])
+    _INSERT_ITEMS.run_many(
+        conn,
+        [
+            {
+                "order_id": order_id,
+                "product_id": i.product_id,
+                "variant_id": i.variant_id,
+                "product_name": i.product_name,
+                "variant_name": i.variant_name,
+                "unit_price": i.unit_price,
+                "quantity": i.quantity,
+                "amount": i.amount,
+            }
+            for i in items
+        ],
+    )
 
 
 def insert_movements(
@@ -223,8 +276,8 @@ def insert_movements(
 ) -> None:
     """One inventory movement per ``(variant_id, signed quantity)`` line of an order:
     RESERVE lines are negative, RELEASE lines positive."""
-    conn.execute(
-        insert(inventory_movements),
+    _INSERT_MOVEMENTS.run_many(
+        conn,
         [
             {"variant_id": v, "kind": kind, "quantity": q, "order_id": order_id, "created_at": now}
             for v, q in lines
@@ -235,12 +288,12 @@ def insert_movements(
 def use_coupon(conn: Connection, user_coupon_id: int, order_id: int, now: datetime) -> bool:
     """Mark an ISSUED user coupon USED by the order; False when it is no longer ISSUED."""
     params = {"p_user_coupon": user_coupon_id, "p_now": now, "p_order": order_id}
-    return (conn.execute(_USE_COUPON, params)).first() is not None
+    return _USE_COUPON.first(conn, params) is not None
 
 
 def return_coupon(conn: Connection, user_coupon_id: int, now: datetime) -> None:
     """Give a USED coupon back: ISSUED while still valid at ``now``, else EXPIRED."""
-    conn.execute(_RETURN_COUPON, {"p_user_coupon": user_coupon_id, "p_now": now})
+    _RETURN_COUPON.run(conn, {"p_user_coupon": user_coupon_id, "p_now": now})
 
 
 def insert_payment(
@@ -254,41 +307,41 @@ def insert_payment(
         "amount": amount,
         "created_at": now,
     }
-    payment_id: int = (conn.execute(_INSERT_PAYMENT, row)).scalar_one()
+    payment_id: int = _INSERT_PAYMENT.scalar_one(conn, row)
     return payment_id
 
 
 def lock_order(conn: Connection, user_id: int, order_id: int) -> Any | None:
     """The user's order row locked for update, or None (no such order, or another's)."""
-    return (conn.execute(_LOCK_ORDER, {"p_order": order_id, "p_user": user_id})).first()
+    return _LOCK_ORDER.first(conn, {"p_order": order_id, "p_user": user_id})
 
 
 def mark_paid(conn: Connection, order_id: int, now: datetime) -> Any | None:
     """PENDING and not yet due → PAID; the changed row, or None when it was not."""
-    return (conn.execute(_MARK_PAID, {"p_order": order_id, "p_now": now})).first()
+    return _MARK_PAID.first(conn, {"p_order": order_id, "p_now": now})
 
 
 def mark_cancelled(conn: Connection, order_id: int, status: str, now: datetime) -> Any | None:
     """``status`` → CANCELLED; the changed row, or None when the status had changed."""
     params = {"p_order": order_id, "p_now": now, "p_status": status}
-    return (conn.execute(_MARK_CANCELLED, params)).first()
+    return _MARK_CANCELLED.first(conn, params)
 
 
 def mark_expired(conn: Connection, order_id: int, now: datetime) -> bool:
     """PENDING and due → EXPIRED; False when it was not (paid, cancelled, or not due)."""
-    return (conn.execute(_MARK_EXPIRED, {"p_order": order_id, "p_now": now})).first() is not None
+    return _MARK_EXPIRED.first(conn, {"p_order": order_id, "p_now": now}) is not None
 
 
 def overdue(conn: Connection, now: datetime, limit: int) -> list[tuple[int, int | None]]:
     """``[(order_id, user_coupon_id)]`` of up to ``limit`` PENDING orders due at ``now``,
     the longest overdue first."""
-    rows = conn.execute(_OVERDUE, {"p_now": now, "p_limit": limit})
+    rows = _OVERDUE.rows(conn, {"p_now": now, "p_limit": limit})
     return [(order_id, user_coupon_id) for order_id, user_coupon_id in rows]
 
 
 def order_lines(conn: Connection, order_id: int) -> list[tuple[int, int, int]]:
     """``[(variant_id, product_id, quantity)]`` of an order, by variant id (the lock order)."""
-    result = conn.execute(_ORDER_LINES, {"p_order": order_id})
+    result = _ORDER_LINES.rows(conn, {"p_order": order_id})
     return [(v, p, q) for v, p, q in result]
 
 

@@ -17,8 +17,9 @@ from flashsale.api.deps import (
     encode_cursor,
 )
 from flashsale.api.idempotency import IdempotencyKey, submit_write
+from flashsale.api.state import AppState
 from flashsale.db.session import transaction
-from flashsale.db.writer import Locks
+from flashsale.db.writer import Locks, Op
 from flashsale.orders import service
 from flashsale.orders.schemas import OrderIn, OrderOut, OrderPage
 
@@ -39,21 +40,29 @@ async def create_order(
     state = app_state(request)
     if idempotency_key is None:
         await service.refuse_early(state.stock_gate, state.db.read_session, body)
+    op, locks = order_write(state, user.user_id, body)
+    return await submit_write(
+        request, state, user.user_id, idempotency_key, op, status.HTTP_201_CREATED, locks
+    )
+
+
+def order_write(state: AppState, user_id: int, body: OrderIn) -> tuple[Op[OrderOut], Locks]:
+    """The writer operation that places ``body`` for ``user_id`` and the rows it locks:
+    what ``POST /orders`` submits, in the route and at the edge
+    (:class:`flashsale.api.edge.GateEdgeMiddleware`)."""
     op = partial(
         service.place_order_op,
         gate=state.stock_gate,
         ranking=state.ranking,
-        user_id=user.user_id,
+        user_id=user_id,
         body=body,
         payment_timeout_s=state.settings.order_payment_timeout_s,
     )
     locks = Locks(
-        wallets=frozenset((user.user_id,)),
+        wallets=frozenset((user_id,)),
         variants=frozenset(line.variant_id for line in body.items if line.variant_id is not None),
     )
-    return await submit_write(
-        request, state, user.user_id, idempotency_key, op, status.HTTP_201_CREATED, locks
-    )
+    return op, locks
 
 
 @router.post("/orders/{order_id}/payment")

@@ -21,12 +21,24 @@ from typing import Final
 from sqlalchemy import Connection, insert
 
 from flashsale.db.models import outbox
+from flashsale.db.prepared import Prepared
 from flashsale.orders.schemas import OrderOut
 
 ORDER_PAID: Final = "order.paid"
 ORDER_CANCELLED: Final = "order.cancelled"
 
-_INSERT_EVENT = insert(outbox)
+_INSERT_EVENT = Prepared(
+    insert(outbox),
+    columns=[
+        "event_id",
+        "type",
+        "order_id",
+        "payload",
+        "created_at",
+        "available_at",
+        "attempts",
+    ],
+)
 
 
 def order_event(
@@ -54,8 +66,8 @@ def add_order_event(
     key the relay sends with it.
     """
     event_id = str(uuid.uuid4())
-    conn.execute(
-        _INSERT_EVENT,
+    _INSERT_EVENT.run(
+        conn,
         {
             "event_id": event_id,
             "type": event_type,

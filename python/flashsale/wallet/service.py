@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from flashsale.db.models import wallet_transactions, wallets
+from flashsale.db.prepared import Prepared
 from flashsale.db.types import utcnow
 from flashsale.db.writer import Tx
 from flashsale.errors import (
@@ -29,9 +30,9 @@ MIN_CHARGE = 1_000
 MAX_CHARGE = 1_000_000
 MAX_BALANCE = 100_000_000
 
-# Hot-path statements are built once and executed with parameters: building a
-# Core statement (and its cache key) costs several times more than running it.
-_CREDIT = (
+# Hot-path statements, compiled once and run on the driver's cursor
+# (:class:`~flashsale.db.prepared.Prepared`).
+_CREDIT = Prepared(
     update(wallets)
     .where(
         wallets.c.user_id == bindparam("p_user"),
@@ -40,21 +41,24 @@ _CREDIT = (
     .values(balance=wallets.c.balance + bindparam("p_amount"), updated_at=bindparam("p_now"))
     .returning(wallets.c.balance)
 )
-_DEBIT = (
+_DEBIT = Prepared(
     update(wallets)
     .where(wallets.c.user_id == bindparam("p_user"), wallets.c.balance >= bindparam("p_amount"))
     .values(balance=wallets.c.balance - bindparam("p_amount"), updated_at=bindparam("p_now"))
     .returning(wallets.c.balance)
 )
 # A refund returns money already taken: the charge cap does not apply to it.
-_REFUND = (
+_REFUND = Prepared(
     update(wallets)
     .where(wallets.c.user_id == bindparam("p_user"))
     .values(balance=wallets.c.balance + bindparam("p_amount"), updated_at=bindparam("p_now"))
     .returning(wallets.c.balance)
 )
-_BALANCE = select(wallets.c.balance).where(wallets.c.user_id == bindparam("p_user"))
-_APPEND_LEDGER = insert(wallet_transactions).returning(wallet_transactions.c.id)
+_BALANCE = Prepared(select(wallets.c.balance).where(wallets.c.user_id == bindparam("p_user")))
+_APPEND_LEDGER = Prepared(
+    insert(wallet_transactions).returning(wallet_transactions.c.id),
+    columns=["user_id", "type", "amount", "balance_after", "order_id", "created_at"],
+)
 
 
 def check_charge_amount(amount: int) -> None:
@@ -82,9 +86,9 @@ def charge(
     check_charge_amount(amount)
     now = utcnow() if now is None else now
     params = {"p_user": user_id, "p_amount": amount, "p_now": now}
-    balance = (conn.execute(_CREDIT, params)).scalar_one_or_none()
+    balance = _CREDIT.scalar(conn, params)
     if balance is None:
-        if (conn.execute(_BALANCE, params)).first() is None:
+        if _BALANCE.first(conn, {"p_user": user_id}) is None:
             raise Unauthenticated("User no longer exists")
         raise BalanceLimitExceeded(amount=amount, max_balance=MAX_BALANCE)
     tx_id = append_ledger(conn, user_id, "CHARGE", amount, balance, None, now)
@@ -105,7 +109,7 @@ def debit(conn: Connection, user_id: int, amount: int, order_id: int, now: datet
         InsufficientBalance: the balance is lower than ``amount`` (409).
     """
     params = {"p_user": user_id, "p_amount": amount, "p_now": now}
-    balance = (conn.execute(_DEBIT, params)).scalar_one_or_none()
+    balance = _DEBIT.scalar(conn, params)
     if balance is None:
         current = get_balance(conn, user_id)
         raise InsufficientBalance(required=amount, balance=current)
@@ -119,7 +123,7 @@ def refund(conn: Connection, user_id: int, amount: int, order_id: int, now: date
     The balance cap of charges (DESIGN §5) does not apply: the money was the user's.
     """
     params = {"p_user": user_id, "p_amount": amount, "p_now": now}
-    balance = int((conn.execute(_REFUND, params)).scalar_one())
+    balance = int(_REFUND.scalar_one(conn, params))
     append_ledger(conn, user_id, "REFUND", amount, balance, order_id, now)
     return balance
 
@@ -142,11 +146,11 @@ def append_ledger(
         "order_id": order_id,
         "created_at": now,
     }
-    tx_id: int = (conn.execute(_APPEND_LEDGER, row)).scalar_one()
+    tx_id: int = _APPEND_LEDGER.scalar_one(conn, row)
     return tx_id
 
 
 def get_balance(conn: Connection, user_id: int) -> int:
     """The wallet balance in KRW (0 for a user without a wallet row)."""
-    value = (conn.execute(_BALANCE, {"p_user": user_id})).scalar_one_or_none()
+    value = _BALANCE.scalar(conn, {"p_user": user_id})
     return int(value or 0)
