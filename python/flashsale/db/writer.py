@@ -325,25 +325,23 @@ class GroupCommitWriter:
 
     def _attempt(self, conn: Connection, batch: list[_Pending[Any]]) -> None:
         with conn.begin():
-            if conn.dialect.name == "postgresql":
+            savepoints = _Savepoints(conn)
+            if savepoints.postgres:
                 _prelock(conn, [p.locks for p in batch if p.locks is not None])
             for p in batch:
                 tx = p.tx = Tx(conn)
-                # The savepoint on the driver's cursor: SQLAlchemy's begin_nested costs
-                # two statements' worth of Python per operation.
-                run_driver_sql(conn, "SAVEPOINT flashsale_op")
+                savepoints.open()
                 try:
                     result = p.op(tx)
                 except Exception as refusal:
                     if isinstance(refusal, DBAPIError) and not isinstance(refusal, IntegrityError):
                         raise  # the connection or the transaction failed: the whole batch
                     # A refusal or a constraint this operation broke: only its savepoint.
-                    run_driver_sql(conn, "ROLLBACK TO SAVEPOINT flashsale_op")
-                    run_driver_sql(conn, "RELEASE SAVEPOINT flashsale_op")
+                    savepoints.roll_back()
                     p.outcome, p.hooks = (False, refusal), []
                     _run_hooks(tx.rollback_hooks)
                     continue
-                run_driver_sql(conn, "RELEASE SAVEPOINT flashsale_op")
+                savepoints.keep()
                 p.outcome, p.hooks = (True, result), tx.commit_hooks
                 _run_hooks([hook for hook, _undo in tx.release_hooks])
 
@@ -363,6 +361,46 @@ class GroupCommitWriter:
                     p.future.set_exception(value)
 
         self._loop.call_soon_threadsafe(settle)
+
+
+class _Savepoints:
+    """One savepoint per operation of a batch, on the driver's cursor (SQLAlchemy's
+    ``begin_nested`` costs two statements' worth of Python per operation).
+
+    On PostgreSQL, where each statement is a round trip, a kept operation's
+    ``RELEASE`` goes with the next one's ``SAVEPOINT`` in one simple query, and the
+    last one is left to the commit (which releases every savepoint); a refused
+    operation's ``ROLLBACK TO`` and ``RELEASE`` go together too. SQLite, in process,
+    takes one statement per call.
+    """
+
+    _NAME = "flashsale_op"
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+        self._unreleased = False
+
+    def open(self) -> None:
+        if self._unreleased:
+            run_driver_sql(self.conn, f"RELEASE SAVEPOINT {self._NAME}; SAVEPOINT {self._NAME}")
+            self._unreleased = False
+        else:
+            run_driver_sql(self.conn, f"SAVEPOINT {self._NAME}")
+
+    def keep(self) -> None:
+        if self.postgres:
+            self._unreleased = True
+        else:
+            run_driver_sql(self.conn, f"RELEASE SAVEPOINT {self._NAME}")
+
+    def roll_back(self) -> None:
+        undo = f"ROLLBACK TO SAVEPOINT {self._NAME}"
+        if self.postgres:
+            run_driver_sql(self.conn, f"{undo}; RELEASE SAVEPOINT {self._NAME}")
+        else:
+            run_driver_sql(self.conn, undo)
+            run_driver_sql(self.conn, f"RELEASE SAVEPOINT {self._NAME}")
 
 
 def _prelock(conn: Connection, locks: list[Locks]) -> None:
