@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -476,3 +477,75 @@ def test_relay_ids_fit_the_column(make_settings: MakeSettings) -> None:
     assert default_relay_id() != default_relay_id()
     with pytest.raises(ValueError, match="64"):
         OutboxRelay(None, None, make_settings(), "x" * 65)  # type: ignore[arg-type]
+
+
+# -- through the group-commit writer ----------------------------------------------------
+
+
+class WriterSpy:
+    """Records the operations submitted to a writer (they still run)."""
+
+    def __init__(self, writer: GroupCommitWriter) -> None:
+        self.ops: list[Any] = []
+        self.submitted = asyncio.Event()
+        self._submit = writer.submit
+        writer.submit = self._spy  # type: ignore[method-assign]
+
+    async def _spy(self, op: Any, locks: Any = None) -> Any:
+        self.ops.append(op)
+        self.submitted.set()
+        return await self._submit(op, locks)
+
+
+async def test_claims_and_outcomes_are_writer_operations(
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
+) -> None:
+    spy = WriterSpy(writer)
+    relay = OutboxRelay(db, writer, make_settings(), "relay-a", platform_client)
+    assert await relay.run_once() == 0
+    assert spy.ops == []  # an idle relay takes no write lock
+    await insert_events(db, 3)
+    batches = REGISTRY.get_sample_value("flashsale_writer_batch_size_count") or 0.0
+    assert await relay.run_once() == 3
+    assert len(spy.ops) == 2  # the claim, then the outcomes
+    assert REGISTRY.get_sample_value("flashsale_writer_batch_size_count") == batches + 2
+    assert all(r["delivered_at"] is not None for r in await outbox_rows(db))
+
+
+async def test_a_claim_still_queued_when_the_relay_is_cancelled_is_handed_back(
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
+) -> None:
+    """Cancelled while its claim waits in the writer's queue, the relay waits for the
+    claim to commit and releases it at once (nothing is posted, no lease to wait for)."""
+    await insert_events(db, 3)
+    busy, release = threading.Event(), threading.Event()
+
+    def block(_tx: Any) -> None:  # the writer's thread is busy with another batch
+        busy.set()
+        release.wait(10)
+
+    blocker = asyncio.ensure_future(writer.submit(block))
+    await anyio.to_thread.run_sync(busy.wait, 10)
+    spy = WriterSpy(writer)
+    relay = OutboxRelay(db, writer, make_settings(), "relay-a", platform_client)
+    task = asyncio.create_task(relay.run_once())
+    with anyio.fail_after(5):
+        await spy.submitted.wait()  # the claim is queued behind the busy batch
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done()  # waiting for the claim's outcome
+    release.set()
+    with anyio.fail_after(5), pytest.raises(asyncio.CancelledError):
+        await task
+    await blocker
+    assert len(spy.ops) == 2  # the claim, then its release
+    for row in await outbox_rows(db):
+        assert (row["claimed_by"], row["claimed_until"]) == (None, None)
+        assert (row["attempts"], row["delivered_at"]) == (0, None)
+    assert (await platform_stats(platform_client))["received"] == 0
