@@ -6,6 +6,11 @@ busy timeout makes writers queue instead of failing, and write transactions
 begin with ``BEGIN IMMEDIATE`` so that two writers never both read and then
 deadlock on the upgrade to a write lock. Reads use a second engine whose
 transactions begin deferred, so they never wait for the write lock.
+
+A server process writes only through its group-commit writer (:func:`make_writer`:
+a synchronous engine, one connection per writer thread) and builds its
+:class:`Database` without the async write engine; ``flashsale seed`` and the CLI
+keep one.
 """
 
 from __future__ import annotations
