@@ -516,34 +516,38 @@ async def test_claims_and_outcomes_are_writer_operations(
 
 
 async def test_a_claim_still_queued_when_the_relay_is_cancelled_is_handed_back(
-    db: Database,
-    writer: GroupCommitWriter,
-    make_settings: MakeSettings,
-    platform_client: httpx.AsyncClient,
+    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
 ) -> None:
     """Cancelled while its claim waits in the writer's queue, the relay waits for the
     claim to commit and releases it at once (nothing is posted, no lease to wait for)."""
     await insert_events(db, 3)
+    # One writer thread (PostgreSQL's default is several), so one busy batch holds the queue.
+    writer = make_writer(make_settings(writer_threads=1))
+    writer.start()
     busy, release = threading.Event(), threading.Event()
+    try:
 
-    def block(_tx: Any) -> None:  # the writer's thread is busy with another batch
-        busy.set()
-        release.wait(10)
+        def block(_tx: Any) -> None:  # the writer's thread is busy with another batch
+            busy.set()
+            release.wait(10)
 
-    blocker = asyncio.ensure_future(writer.submit(block))
-    await anyio.to_thread.run_sync(busy.wait, 10)
-    spy = WriterSpy(writer)
-    relay = OutboxRelay(db, writer, make_settings(), "relay-a", platform_client)
-    task = asyncio.create_task(relay.run_once())
-    with anyio.fail_after(5):
-        await spy.submitted.wait()  # the claim is queued behind the busy batch
-    task.cancel()
-    await asyncio.sleep(0.05)
-    assert not task.done()  # waiting for the claim's outcome
-    release.set()
-    with anyio.fail_after(5), pytest.raises(asyncio.CancelledError):
-        await task
-    await blocker
+        blocker = asyncio.ensure_future(writer.submit(block))
+        await anyio.to_thread.run_sync(busy.wait, 10)
+        spy = WriterSpy(writer)
+        relay = OutboxRelay(db, writer, make_settings(), "relay-a", platform_client)
+        task = asyncio.create_task(relay.run_once())
+        with anyio.fail_after(5):
+            await spy.submitted.wait()  # the claim is queued behind the busy batch
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # waiting for the claim's outcome
+        release.set()
+        with anyio.fail_after(5), pytest.raises(asyncio.CancelledError):
+            await task
+        await blocker
+    finally:
+        release.set()
+        await writer.stop()
     assert len(spy.ops) == 2  # the claim, then its release
     for row in await outbox_rows(db):
         assert (row["claimed_by"], row["claimed_until"]) == (None, None)
