@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     #: FastAPI's native OpenTelemetry (traces, metrics, logs to the global providers).
     opentelemetry: bool = False
     db_pool_size: int = Field(default=8, ge=1, le=100)
-    #: Group commit: admitted writes (orders, payments, cancellations, coupon issues,
-    #: charges) committed together, at most this many per transaction.
+    #: Group commit: the writes of a process (every one goes through its writer)
+    #: committed together, at most this many per transaction.
     writer_max_batch: int = Field(default=128, ge=1, le=10_000)
     #: Group commit on PostgreSQL: writer threads (connections) per process, each
     #: committing its own batches (SQLite always has one: one writer at a time).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -18,11 +19,14 @@ import pytest
 
 from flashsale.api.app import create_app
 from flashsale.api.state import AppState
-from flashsale.auth.service import ensure_admin
-from flashsale.db.session import transaction
+from flashsale.auth.security import hash_password
+from flashsale.auth.service import ensure_admin_op
 from flashsale.settings import Settings
 
 from .support import ADMIN_EMAIL, ADMIN_PASSWORD, Api, StartApp, User
+
+#: The admin's password hash (cost 4), made once.
+_ADMIN_HASH = hash_password(ADMIN_PASSWORD, 4)
 
 
 @pytest.fixture
@@ -37,10 +41,9 @@ def start_app(db_url: str) -> StartApp:
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             state: AppState = app.state.flashsale
-            async with transaction(state.db.write_session) as session:
-                admin_id, _ = await ensure_admin(
-                    session, email=ADMIN_EMAIL, password=ADMIN_PASSWORD, hash_cost=4
-                )
+            admin_id, _ = await state.writer.submit(
+                partial(ensure_admin_op, email=ADMIN_EMAIL, password_hash=_ADMIN_HASH)
+            )
             # Unhandled errors are answered (500), as a server would, not raised here.
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -223,6 +223,25 @@ class Api:
         report = run_audit(self.db_url)
         assert report.checks
         assert report.ok, report.failures
+
+
+@contextmanager
+def writer_ops(state: AppState) -> Iterator[list[Any]]:
+    """Record the operations submitted to the process's group-commit writer inside the
+    block (a spy on ``state.writer.submit``; the operations still run)."""
+    ops: list[Any] = []
+    writer = state.writer
+    submit = writer.submit
+
+    async def spy(op: Any, locks: Any = None) -> Any:
+        ops.append(op)
+        return await submit(op, locks)
+
+    writer.submit = spy  # type: ignore[method-assign]
+    try:
+        yield ops
+    finally:
+        del writer.submit  # the class's method again
 
 
 #: The ``start_app`` fixture: ``async with start_app(**settings) as api``.

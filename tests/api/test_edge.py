@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flashsale.metrics import REQUEST_LATENCY
 
-from .support import Api, StartApp, expect
+from .support import Api, StartApp, expect, writer_ops
 
 pytestmark = pytest.mark.anyio
 
@@ -32,16 +32,29 @@ class _CountingFactory:
         return self.factory(*args, **kwargs)
 
 
+class _Writes:
+    """The writer operations submitted in a block (``opened``: how many)."""
+
+    def __init__(self, ops: list[Any]) -> None:
+        self.ops = ops
+
+    @property
+    def opened(self) -> int:
+        return len(self.ops)
+
+
 @contextmanager
-def counting_sessions(api: Api) -> Iterator[tuple[_CountingFactory, _CountingFactory]]:
-    """Count the write and read sessions the app opens inside the block."""
+def counting_sessions(api: Api) -> Iterator[tuple[_Writes, _CountingFactory]]:
+    """Count the writes (operations of the process's group-commit writer: the server
+    has no write session) and the read sessions the app opens inside the block."""
     db = api.state.db
-    write, read = _CountingFactory(db.write_session), _CountingFactory(db.read_session)
-    db.write_session, db.read_session = write, read  # type: ignore[assignment]
+    read = _CountingFactory(db.read_session)
+    db.read_session = read  # type: ignore[assignment]
     try:
-        yield write, read
+        with writer_ops(api.state) as ops:
+            yield _Writes(ops), read
     finally:
-        db.write_session, db.read_session = write.factory, read.factory
+        db.read_session = read.factory
 
 
 def _latency_count(route: str, status: str) -> float:

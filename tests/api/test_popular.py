@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, select
 
 from flashsale.api.background import follow_order_events
 from flashsale.db.models import outbox
-from flashsale.db.session import transaction
+from flashsale.db.writer import Tx
 
 from .support import Api, StartApp, User, expect
 
@@ -150,16 +150,18 @@ async def _hide_event(api: Api, order_id: int) -> dict[str, object]:
     """Delete an order's outbox row and return it: to the follower it looks like the
     event of a transaction that has not committed yet (PostgreSQL hands out ids before
     commit, so a lower id can become visible after a higher one)."""
-    async with transaction(api.state.db.write_session) as session:
-        row = (await session.execute(select(outbox).where(outbox.c.order_id == order_id))).one()
-        await session.execute(delete(outbox).where(outbox.c.id == row.id))
-    return dict(row._mapping)
+
+    def hide(tx: Tx) -> dict[str, object]:
+        row = tx.conn.execute(select(outbox).where(outbox.c.order_id == order_id)).one()
+        tx.conn.execute(delete(outbox).where(outbox.c.id == row.id))
+        return dict(row._mapping)
+
+    return await api.state.writer.submit(hide)
 
 
 async def _show_event(api: Api, row: dict[str, object]) -> None:
     """Put the hidden row back with its own id: the late commit."""
-    async with transaction(api.state.db.write_session) as session:
-        await session.execute(insert(outbox).values(**row))
+    await api.state.writer.submit(lambda tx: tx.conn.execute(insert(outbox).values(**row)))
 
 
 async def test_an_event_that_commits_after_a_later_one_is_still_followed(

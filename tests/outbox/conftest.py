@@ -1,5 +1,6 @@
-"""Outbox fixtures: a fresh migrated SQLite file per test, the stand-in data platform
-in-process, and relay settings (helpers: :mod:`.support`).
+"""Outbox fixtures: a fresh migrated database per test, its engines and a started
+group-commit writer (the relay's writes), the stand-in data platform in-process, and
+relay settings (helpers: :mod:`.support`).
 
 One database is migrated per session and copied into each test's ``tmp_path``
 (as in ``tests/api``). Rows are inserted directly (``order_id`` NULL), so the
@@ -17,7 +18,8 @@ import pytest
 from fastapi import FastAPI
 
 from flashsale.data_platform import create_app
-from flashsale.db.engine import Database
+from flashsale.db.engine import Database, make_writer
+from flashsale.db.writer import GroupCommitWriter
 from flashsale.settings import Settings
 
 from .support import FAST, PLATFORM_URL
@@ -47,6 +49,18 @@ async def db(make_settings: Callable[..., Settings]) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+@pytest.fixture
+async def writer(make_settings: Callable[..., Settings]) -> AsyncIterator[GroupCommitWriter]:
+    """The group-commit writer of the relay's process (claims and outcomes go through it),
+    started on the test's loop and stopped after the test."""
+    started = make_writer(make_settings())
+    started.start()
+    try:
+        yield started
+    finally:
+        await started.stop()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -22,10 +23,11 @@ from sqlalchemy import text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from starlette.types import Receive, Scope, Send
 
-from flashsale.db.engine import Database
+from flashsale.db.engine import Database, make_writer
 from flashsale.db.models import outbox
 from flashsale.db.session import transaction
 from flashsale.db.types import utcnow
+from flashsale.db.writer import GroupCommitWriter
 from flashsale.outbox.relay import (
     MIN_BACKOFF_S,
     OutboxRelay,
@@ -66,13 +68,16 @@ def sample(name: str, **labels: str) -> float:
 
 
 async def test_every_event_is_delivered_once_and_marked(
-    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
 ) -> None:
     event_ids = await insert_events(db, 25)
     delivered_before = sample("flashsale_outbox_deliveries_total", outcome="delivered")
     started = utcnow()
 
-    relay = OutboxRelay(db, make_settings(outbox_batch_size=10), "relay-a", platform_client)
+    relay = OutboxRelay(db, writer, make_settings(outbox_batch_size=10), "relay-a", platform_client)
     assert await drain(relay, db) == 25
 
     rows = await outbox_rows(db)
@@ -106,14 +111,17 @@ async def test_every_event_is_delivered_once_and_marked(
 
 
 async def test_a_failed_delivery_is_recorded_backed_off_and_retried(
-    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
 ) -> None:
     await insert_events(db, 4)
     await configure(platform_client, fail_rate=1.0)
     # A long backoff, so "not due yet" below holds however slow the machine is.
     settings = make_settings(outbox_backoff_base_s=30.0, outbox_backoff_max_s=30.0)
     failed_before = sample("flashsale_outbox_deliveries_total", outcome="failed")
-    relay = OutboxRelay(db, settings, "relay-a", platform_client, rng=random.Random(7))
+    relay = OutboxRelay(db, writer, settings, "relay-a", platform_client, rng=random.Random(7))
 
     before = utcnow()
     assert await relay.run_once() == 0
@@ -154,6 +162,7 @@ async def test_a_failed_delivery_is_recorded_backed_off_and_retried(
 )
 async def test_transport_errors_and_bad_statuses_are_failed_attempts(
     db: Database,
+    writer: GroupCommitWriter,
     make_settings: MakeSettings,
     failure: Exception | None,
     expected: str,
@@ -166,7 +175,7 @@ async def test_transport_errors_and_bad_statuses_are_failed_attempts(
         return httpx.Response(500, text="boom" + "x" * 1000)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        relay = OutboxRelay(db, make_settings(), "relay-a", client)
+        relay = OutboxRelay(db, writer, make_settings(), "relay-a", client)
         assert await relay.run_once() == 0
     for row in await outbox_rows(db):
         assert row["attempts"] == 1
@@ -176,12 +185,15 @@ async def test_transport_errors_and_bad_statuses_are_failed_attempts(
 
 
 async def test_a_delivery_never_outlives_the_lease(
-    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
 ) -> None:
     """A post still running when the lease ends could overlap another relay's: it is cut."""
     await insert_events(db, 1)
     await configure(platform_client, latency_ms=2000)
-    relay = OutboxRelay(db, make_settings(outbox_lease_s=0.3), "relay-a", platform_client)
+    relay = OutboxRelay(db, writer, make_settings(outbox_lease_s=0.3), "relay-a", platform_client)
     with anyio.fail_after(1.5):
         assert await relay.run_once() == 0
     (row,) = await outbox_rows(db)
@@ -190,11 +202,14 @@ async def test_a_delivery_never_outlives_the_lease(
 
 
 async def test_lost_acknowledgements_leave_exactly_one_copy_of_each_event(
-    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
 ) -> None:
     event_ids = await insert_events(db, 60)
     await configure(platform_client, fail_rate=0.3)
-    relay = OutboxRelay(db, make_settings(outbox_batch_size=20), "relay-a", platform_client)
+    relay = OutboxRelay(db, writer, make_settings(outbox_batch_size=20), "relay-a", platform_client)
 
     assert await drain(relay, db, timeout_s=20) == 60
 
@@ -241,6 +256,7 @@ class InFlightProbe:
 
 async def test_two_relays_claim_disjoint_events(
     db: Database,
+    writer: GroupCommitWriter,
     make_settings: MakeSettings,
     platform: FastAPI,
     platform_client: httpx.AsyncClient,
@@ -249,8 +265,10 @@ async def test_two_relays_claim_disjoint_events(
     await configure(platform_client, latency_ms=20)
     probe = InFlightProbe(platform)
     settings = make_settings(outbox_batch_size=5)
-    # A second engine pair on the same file: as another process would be.
+    # A second read engine and writer on the same database: as another process would be.
     other_db = Database.from_settings(settings)
+    other_writer = make_writer(settings)
+    other_writer.start()
     # Both relays connected before the race: a first connection (PostgreSQL's
     # handshake and type introspection) would otherwise hand the whole backlog to one.
     for database in (db, other_db):
@@ -258,16 +276,17 @@ async def test_two_relays_claim_disjoint_events(
             await session.execute(text("SELECT 1"))
     delivered: dict[str, int] = {}
 
-    async def relay_loop(name: str, database: Database) -> None:
+    async def relay_loop(name: str, database: Database, its_writer: GroupCommitWriter) -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=probe)) as client:
-            relay = OutboxRelay(database, settings, name, client)
+            relay = OutboxRelay(database, its_writer, settings, name, client)
             delivered[name] = await drain(relay, database)
 
     try:
         async with anyio.create_task_group() as group:
-            group.start_soon(relay_loop, "relay-a", db)
-            group.start_soon(relay_loop, "relay-b", other_db)
+            group.start_soon(relay_loop, "relay-a", db, writer)
+            group.start_soon(relay_loop, "relay-b", other_db, other_writer)
     finally:
+        await other_writer.stop()
         await other_db.dispose()
 
     assert probe.overlaps == []
@@ -281,15 +300,14 @@ async def test_two_relays_claim_disjoint_events(
     )
 
 
-async def test_a_claim_takes_only_due_unleased_events_in_id_order(db: Database) -> None:
+async def test_a_claim_takes_only_due_unleased_events_in_id_order(
+    db: Database, writer: GroupCommitWriter
+) -> None:
     ids = await insert_events(db, 6)
     now = utcnow()
-    async with transaction(db.write_session) as session:
-        first = await claim(session, "relay-a", now, 30.0, 4)
-    async with transaction(db.write_session) as session:
-        second = await claim(session, "relay-b", now, 30.0, 4)
-    async with transaction(db.write_session) as session:
-        third = await claim(session, "relay-c", now, 30.0, 4)
+    first = await writer.submit(lambda tx: claim(tx, "relay-a", now, 30.0, 4))
+    second = await writer.submit(lambda tx: claim(tx, "relay-b", now, 30.0, 4))
+    third = await writer.submit(lambda tx: claim(tx, "relay-c", now, 30.0, 4))
     assert [e.event_id for e in first] == ids[:4]
     assert [e.event_id for e in second] == ids[4:]
     assert third == []
@@ -299,7 +317,10 @@ async def test_a_claim_takes_only_due_unleased_events_in_id_order(db: Database) 
 
 
 async def test_an_expired_lease_is_taken_over(
-    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
 ) -> None:
     """A relay that died after claiming holds its events only until its lease ends."""
     ids = await insert_events(db, 6)
@@ -315,7 +336,7 @@ async def test_an_expired_lease_is_taken_over(
             .where(outbox.c.event_id.in_(ids[2:4]))
             .values(claimed_by="busy-relay", claimed_until=now + timedelta(seconds=60))
         )
-    relay = OutboxRelay(db, make_settings(), "relay-a", platform_client)
+    relay = OutboxRelay(db, writer, make_settings(), "relay-a", platform_client)
     assert await relay.run_once() == 4
 
     rows = {r["event_id"]: r for r in await outbox_rows(db)}
@@ -329,14 +350,17 @@ async def test_an_expired_lease_is_taken_over(
 
 
 async def test_a_crashed_relays_batch_is_delivered_after_its_lease(
-    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
 ) -> None:
     ids = await insert_events(db, 5)
-    async with transaction(db.write_session) as session:
-        claimed = await claim(session, "crashed-relay", utcnow(), 30.0, 100)
+    now = utcnow()
+    claimed = await writer.submit(lambda tx: claim(tx, "crashed-relay", now, 30.0, 100))
     assert len(claimed) == 5  # ... and then the process died
 
-    relay = OutboxRelay(db, make_settings(), "relay-b", platform_client)
+    relay = OutboxRelay(db, writer, make_settings(), "relay-b", platform_client)
     assert await relay.run_once() == 0  # the lease still holds
     async with transaction(db.write_session) as session:  # ... until it runs out
         await session.execute(update(outbox).values(claimed_until=utcnow()))
@@ -346,12 +370,15 @@ async def test_a_crashed_relays_batch_is_delivered_after_its_lease(
 
 
 async def test_stopping_the_relay_releases_its_claims(
-    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
 ) -> None:
     """Cancelled mid-delivery (app shutdown), the relay hands its events back at once."""
     await insert_events(db, 3)
     await configure(platform_client, latency_ms=5000)
-    relay = OutboxRelay(db, make_settings(), "relay-a", platform_client)
+    relay = OutboxRelay(db, writer, make_settings(), "relay-a", platform_client)
     task = asyncio.create_task(relay.run())
     with anyio.fail_after(5):  # polls the database: the claim is the relay's own business
         while True:
@@ -367,12 +394,15 @@ async def test_stopping_the_relay_releases_its_claims(
 
 
 async def test_run_delivers_until_stopped(
-    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
 ) -> None:
     """The lifespan's way: ``run(stop)`` ends after the current round once stopped."""
     await insert_events(db, 12)
     settings = make_settings(outbox_batch_size=5, outbox_poll_s=5.0)
-    relay = OutboxRelay(db, settings, "relay-a", platform_client)
+    relay = OutboxRelay(db, writer, settings, "relay-a", platform_client)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     with anyio.fail_after(5):  # full batches follow each other without the 5 s poll
@@ -390,7 +420,10 @@ async def test_run_delivers_until_stopped(
 
 
 async def test_backlog_reports_count_and_oldest_age(
-    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
 ) -> None:
     async with db.read_session() as session:
         assert await backlog(session) == (0, 0.0)
@@ -402,14 +435,14 @@ async def test_backlog_reports_count_and_oldest_age(
     assert 10.0 <= age < 15.0
 
     # Without a data platform: nothing is claimed or sent, the gauges still move.
-    idle = OutboxRelay(db, make_settings(data_platform_url=None), "relay-idle")
+    idle = OutboxRelay(db, writer, make_settings(data_platform_url=None), "relay-idle")
     assert await idle.run_once() == 0
     await idle.aclose()
     assert sample("flashsale_outbox_backlog_events") == 5
     assert sample("flashsale_outbox_oldest_age_seconds") >= 10.0
     assert all(r["claimed_by"] is None and r["attempts"] == 0 for r in await outbox_rows(db))
 
-    relay = OutboxRelay(db, make_settings(), "relay-a", platform_client)
+    relay = OutboxRelay(db, writer, make_settings(), "relay-a", platform_client)
     assert await relay.run_once() == 5
     assert sample("flashsale_outbox_backlog_events") == 0
     assert sample("flashsale_outbox_oldest_age_seconds") == 0
@@ -443,4 +476,80 @@ def test_relay_ids_fit_the_column(make_settings: MakeSettings) -> None:
     assert len(default_relay_id()) <= 64
     assert default_relay_id() != default_relay_id()
     with pytest.raises(ValueError, match="64"):
-        OutboxRelay(None, make_settings(), "x" * 65)  # type: ignore[arg-type]
+        OutboxRelay(None, None, make_settings(), "x" * 65)  # type: ignore[arg-type]
+
+
+# -- through the group-commit writer ----------------------------------------------------
+
+
+class WriterSpy:
+    """Records the operations submitted to a writer (they still run)."""
+
+    def __init__(self, writer: GroupCommitWriter) -> None:
+        self.ops: list[Any] = []
+        self.submitted = asyncio.Event()
+        self._submit = writer.submit
+        writer.submit = self._spy  # type: ignore[method-assign]
+
+    async def _spy(self, op: Any, locks: Any = None) -> Any:
+        self.ops.append(op)
+        self.submitted.set()
+        return await self._submit(op, locks)
+
+
+async def test_claims_and_outcomes_are_writer_operations(
+    db: Database,
+    writer: GroupCommitWriter,
+    make_settings: MakeSettings,
+    platform_client: httpx.AsyncClient,
+) -> None:
+    spy = WriterSpy(writer)
+    relay = OutboxRelay(db, writer, make_settings(), "relay-a", platform_client)
+    assert await relay.run_once() == 0
+    assert spy.ops == []  # an idle relay takes no write lock
+    await insert_events(db, 3)
+    batches = REGISTRY.get_sample_value("flashsale_writer_batch_size_count") or 0.0
+    assert await relay.run_once() == 3
+    assert len(spy.ops) == 2  # the claim, then the outcomes
+    assert REGISTRY.get_sample_value("flashsale_writer_batch_size_count") == batches + 2
+    assert all(r["delivered_at"] is not None for r in await outbox_rows(db))
+
+
+async def test_a_claim_still_queued_when_the_relay_is_cancelled_is_handed_back(
+    db: Database, make_settings: MakeSettings, platform_client: httpx.AsyncClient
+) -> None:
+    """Cancelled while its claim waits in the writer's queue, the relay waits for the
+    claim to commit and releases it at once (nothing is posted, no lease to wait for)."""
+    await insert_events(db, 3)
+    # One writer thread (PostgreSQL's default is several), so one busy batch holds the queue.
+    writer = make_writer(make_settings(writer_threads=1))
+    writer.start()
+    busy, release = threading.Event(), threading.Event()
+    try:
+
+        def block(_tx: Any) -> None:  # the writer's thread is busy with another batch
+            busy.set()
+            release.wait(10)
+
+        blocker = asyncio.ensure_future(writer.submit(block))
+        await anyio.to_thread.run_sync(busy.wait, 10)
+        spy = WriterSpy(writer)
+        relay = OutboxRelay(db, writer, make_settings(), "relay-a", platform_client)
+        task = asyncio.create_task(relay.run_once())
+        with anyio.fail_after(5):
+            await spy.submitted.wait()  # the claim is queued behind the busy batch
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # waiting for the claim's outcome
+        release.set()
+        with anyio.fail_after(5), pytest.raises(asyncio.CancelledError):
+            await task
+        await blocker
+    finally:
+        release.set()
+        await writer.stop()
+    assert len(spy.ops) == 2  # the claim, then its release
+    for row in await outbox_rows(db):
+        assert (row["claimed_by"], row["claimed_until"]) == (None, None)
+        assert (row["attempts"], row["delivered_at"]) == (0, None)
+    assert (await platform_stats(platform_client))["received"] == 0

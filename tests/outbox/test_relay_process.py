@@ -42,7 +42,7 @@ WAIT_S = 30.0
 
 RELAY_SCRIPT = """
 import asyncio, faulthandler, signal, sys
-from flashsale.db.engine import Database
+from flashsale.db.engine import Database, make_writer
 from flashsale.outbox.relay import OutboxRelay
 from flashsale.settings import Settings
 
@@ -50,13 +50,16 @@ faulthandler.register(signal.SIGUSR1, all_threads=True)  # every thread's stack,
 
 async def main() -> None:
     settings = Settings()
-    db = Database.from_settings(settings)
+    db = Database.from_settings(settings, writes=False)
+    writer = make_writer(settings)
+    writer.start()
     stop = asyncio.Event()
     # Stopped as the app lifespan stops it: the round in progress ends, then run() returns.
     asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
     try:
-        await OutboxRelay(db, settings, sys.argv[1]).run(stop)
+        await OutboxRelay(db, writer, settings, sys.argv[1]).run(stop)
     finally:
+        await writer.stop()
         await db.dispose()
 
 asyncio.run(main())

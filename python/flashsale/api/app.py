@@ -37,8 +37,7 @@ from flashsale.cart.router import router as cart_router
 from flashsale.catalog.cache import ReadCache
 from flashsale.catalog.router import router as catalog_router
 from flashsale.coupons.router import router as coupons_router
-from flashsale.db.engine import Database, is_sqlite, make_sync_engine, writer_lock_path
-from flashsale.db.writer import GroupCommitWriter
+from flashsale.db.engine import Database, make_writer
 from flashsale.errors import FlashsaleError
 from flashsale.gates import CouponIssueGate, StockGate
 from flashsale.orders.router import router as orders_router
@@ -114,9 +113,11 @@ async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def build_state(settings: Settings) -> AppState:
-    """Open the engines and load the gates and the ranking from the database; the read
-    cache learns every stock change and ranking record of this process."""
-    db = Database.from_settings(settings)
+    """Open the read engine and the group-commit writer (every write of the process goes
+    through it: no async write engine is opened) and load the gates and the ranking
+    from the database; the read cache learns every stock change and ranking record of
+    this process."""
+    db = Database.from_settings(settings, writes=False)
     state = AppState(
         settings=settings,
         db=db,
@@ -126,13 +127,7 @@ async def build_state(settings: Settings) -> AppState:
             settings.ranking_window_s, settings.ranking_bucket_s, settings.ranking_gap_timeout_s
         ),
         read_cache=ReadCache(settings.read_cache_s),
-        writer=GroupCommitWriter(
-            make_sync_engine(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms),
-            max_batch=settings.writer_max_batch,
-            window_s=settings.writer_window_ms / 1000,
-            lock_path=writer_lock_path(settings.database_url),
-            threads=1 if is_sqlite(settings.database_url) else settings.writer_threads,
-        ),
+        writer=make_writer(settings),
     )
     state.writer.start()
     state.stock_gate.on_change.append(state.read_cache.invalidate_products)
@@ -166,7 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             ),
             # Delivers to FLASHSALE_DATA_PLATFORM_URL; without one it only measures the backlog.
-            asyncio.create_task(OutboxRelay(state.db, settings).run(stop), name="outbox relay"),
+            asyncio.create_task(
+                OutboxRelay(state.db, state.writer, settings).run(stop), name="outbox relay"
+            ),
         ]
         try:
             yield

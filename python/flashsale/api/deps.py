@@ -1,4 +1,10 @@
-"""FastAPI dependencies: the request transaction, the caller, pagination."""
+"""FastAPI dependencies: the read transaction, the caller, pagination.
+
+There is no write session: every write of the server is an operation of the
+process's group-commit writer (``state.writer.submit``, or
+:func:`flashsale.api.idempotency.submit_write` for the POSTs that honour an
+``Idempotency-Key``).
+"""
 
 from __future__ import annotations
 
@@ -35,20 +41,13 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-async def write_session(state: State) -> AsyncIterator[AsyncSession]:
-    """One write transaction per request: committed when the endpoint returns, rolled
-    back on any error, before the response is sent (``scope="function"``)."""
-    async with transaction(state.db.write_session) as session:
-        yield session
-
-
 async def read_session(state: State) -> AsyncIterator[AsyncSession]:
-    """A read-only transaction (never waits for SQLite's write lock)."""
+    """A read-only transaction (never waits for SQLite's write lock), closed before the
+    response is sent (``scope="function"``)."""
     async with transaction(state.db.read_session) as session:
         yield session
 
 
-WriteSession = Annotated[AsyncSession, Depends(write_session, scope="function")]
 ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
 
 

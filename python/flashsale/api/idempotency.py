@@ -9,19 +9,18 @@ across processes and instances:
 - same key while the first request is still running → 409 ``IDEMPOTENCY_KEY_IN_USE``;
 - keys are kept ``idempotency_ttl_s`` (≥ 24 h), then purged by the maintenance loop.
 
-How a request goes: the group-commit writer inserts the key as IN_PROGRESS (the
-unique ``(user_id, key)`` constraint decides who is first, on any database). A
-success is stored in the transaction of its effect (:meth:`IdempotencyGuard.store`
-in the writer operation, or :meth:`IdempotencyGuard.succeeded` in a request's own
-session), so no crash can leave an effect without its stored response. A business
-refusal (404/409) changed nothing, so it is stored afterwards, through the writer. Anything else
-(validation errors, 401, 5xx) deletes the key: nothing was done, and the client
-may retry with the same key. An IN_PROGRESS key older than ``idempotency_lock_s``
-belongs to a request that died before committing and may be taken over.
+How a request goes (:func:`submit_write`): the group-commit writer inserts the key
+as IN_PROGRESS (the unique ``(user_id, key)`` constraint decides who is first, on
+any database). A success is stored in the transaction of its effect
+(:meth:`IdempotencyGuard.store` in the writer operation), so no crash can leave an
+effect without its stored response. A business refusal (404/409) changed nothing,
+so it is stored afterwards, through the writer. Anything else (validation errors,
+401, 5xx) deletes the key: nothing was done, and the client may retry with the same
+key. An IN_PROGRESS key older than ``idempotency_lock_s`` belongs to a request that
+died before committing and may be taken over.
 
-On SQLite the key's own transactions run before the endpoint's write session
-opens and after it closes (dependency order), never while it holds the
-process's single write connection.
+Every one of these writes is an operation of the process's writer, like the effect
+itself: on SQLite the process keeps its single write connection.
 """
 
 from __future__ import annotations
@@ -33,14 +32,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flashsale.api.deps import CurrentUser, State
+from flashsale.api.deps import State
 from flashsale.api.responses import error_body
 from flashsale.api.state import AppState
 from flashsale.db.models import idempotency_keys
@@ -111,16 +110,6 @@ class IdempotencyGuard:
             conn.execute(_STORE_RESPONSE, {"p_id": self.key_id, "p_status": status, "p_body": body})
             self.stored = True
 
-    async def succeeded(self, session: AsyncSession, result: M, status: int) -> M:
-        """Store ``result`` as the key's response in the endpoint's transaction; returns it."""
-        if self.key_id is not None:
-            body = result.model_dump_json()
-            await session.execute(
-                _STORE_RESPONSE, {"p_id": self.key_id, "p_status": status, "p_body": body}
-            )
-            self.stored = True
-        return result
-
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
     """SHA-256 (hex) identifying a request: same key with another fingerprint is a reuse."""
@@ -187,12 +176,9 @@ async def _finish(state: State, key_id: int, error: BaseException | None) -> Non
 async def idempotent(
     request: Request, state: AppState, user_id: int, key: str | None
 ) -> AsyncIterator[IdempotencyGuard]:
-    """The request's :class:`IdempotencyGuard`, around the request's write transaction.
-
-    Open it before the write transaction and close it after (``async with
-    idempotent(...) as guard, transaction(...) as session``): the key's own short
-    transactions then never run while the request holds the process's single
-    SQLite write connection.
+    """The request's :class:`IdempotencyGuard`, around the writer operation of its
+    effect (:func:`submit_write`): the key is claimed on entry; on exit a refusal is
+    stored, and a key whose response was not stored is forgotten.
 
     Raises:
         IdempotentReplay, IdempotencyKeyReused (422), IdempotencyKeyInUse (409).
@@ -243,21 +229,6 @@ async def submit_write(
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
 ]
-
-
-async def idempotency(
-    request: Request, user: CurrentUser, state: State, idempotency_key: IdempotencyKey = None
-) -> AsyncIterator[IdempotencyGuard]:
-    """:func:`idempotent` as a dependency (declare it BEFORE ``WriteSession``).
-
-    Raises:
-        IdempotentReplay, IdempotencyKeyReused (422), IdempotencyKeyInUse (409).
-    """
-    async with idempotent(request, state, user.user_id, idempotency_key) as guard:
-        yield guard
-
-
-Idempotency = Annotated[IdempotencyGuard, Depends(idempotency, scope="function")]
 
 
 async def has_expired_keys(session: AsyncSession, cutoff: datetime) -> bool:

@@ -7,11 +7,12 @@ client never sees the abort (issue: "no deadlock or serialization error reaches 
 client"). It is pure ASGI and sits inside the observability middleware, so a
 retried request is logged and timed once.
 
-Why the whole request and not one function: the request's transaction spans the
-FastAPI dependencies (the write session commits when the endpoint returns), and
-re-running the endpoint also re-runs what it decided from what it read. It is safe
-because an aborted transaction changed nothing, its after-rollback hooks already
-gave back the gate reservations, and the ``Idempotency-Key`` dependency forgets a
+Why the whole request and not one function: re-running the endpoint also re-runs
+what it decided from what it read (the request's reads, and the writer operation
+it submits). The group-commit writer already runs an aborted batch again, whole,
+up to its ``attempts``; this middleware is the net behind it. It is safe because
+an aborted transaction changed nothing, its after-rollback hooks already gave back
+the gate reservations, and :func:`flashsale.api.idempotency.idempotent` forgets a
 key whose request failed with a server error, so the retry claims it afresh.
 
 A request is retried only while no byte of the response has been sent; the body

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +28,7 @@ from flashsale.catalog.schemas import (
 )
 from flashsale.db.models import inventory_movements, products, variants
 from flashsale.db.types import utcnow
+from flashsale.db.writer import Tx, run_in_session
 from flashsale.errors import ProductNotFound, ValidationFailed, VariantNotFound
 
 
@@ -97,24 +99,15 @@ async def summaries(session: AsyncSession, product_ids: Sequence[int]) -> dict[i
     return {r.id: _summary(r, now) for r in rows}
 
 
-async def get_product(session: AsyncSession, product_id: int) -> ProductDetail:
-    """One product with its variants.
+_PRODUCT = select(products).where(products.c.id == bindparam("p_product"))
+_PRODUCT_VARIANTS = (
+    select(variants.c.id, variants.c.sku, variants.c.name, variants.c.price, variants.c.stock)
+    .where(variants.c.product_id == bindparam("p_product"))
+    .order_by(variants.c.id)
+)
 
-    Raises:
-        ProductNotFound: no such product (404).
-    """
-    product = (await session.execute(select(products).where(products.c.id == product_id))).first()
-    if product is None:
-        raise ProductNotFound(product_id=product_id)
-    rows = (
-        await session.execute(
-            select(
-                variants.c.id, variants.c.sku, variants.c.name, variants.c.price, variants.c.stock
-            )
-            .where(variants.c.product_id == product_id)
-            .order_by(variants.c.id)
-        )
-    ).all()
+
+def _detail(product: Any, rows: Sequence[Any]) -> ProductDetail:
     vs = [VariantOut(id=r.id, sku=r.sku, name=r.name, price=r.price, stock=r.stock) for r in rows]
     stock = sum(v.stock for v in vs)
     now = utcnow()
@@ -132,42 +125,64 @@ async def get_product(session: AsyncSession, product_id: int) -> ProductDetail:
     )
 
 
-async def create_product(
-    session: AsyncSession, body: ProductIn
-) -> tuple[int, list[tuple[int, int]]]:
-    """Insert a product, its variants and a RESTOCK movement per stocked variant.
+async def get_product(session: AsyncSession, product_id: int) -> ProductDetail:
+    """One product with its variants.
+
+    Raises:
+        ProductNotFound: no such product (404).
+    """
+    params = {"p_product": product_id}
+    product = (await session.execute(_PRODUCT, params)).first()
+    if product is None:
+        raise ProductNotFound(product_id=product_id)
+    return _detail(product, (await session.execute(_PRODUCT_VARIANTS, params)).all())
+
+
+def read_product(conn: Connection, product_id: int) -> ProductDetail:
+    """:func:`get_product` on ``conn`` (inside a writer operation: it sees the
+    operation's own writes).
+
+    Raises:
+        ProductNotFound: no such product (404).
+    """
+    params = {"p_product": product_id}
+    product = conn.execute(_PRODUCT, params).first()
+    if product is None:
+        raise ProductNotFound(product_id=product_id)
+    return _detail(product, conn.execute(_PRODUCT_VARIANTS, params).all())
+
+
+def create_product_op(tx: Tx, *, body: ProductIn) -> tuple[int, list[tuple[int, int]]]:
+    """Insert a product, its variants and a RESTOCK movement per stocked variant (a
+    writer operation).
 
     Returns ``(product_id, [(variant_id, stock), ...])``.
 
     Raises:
-        ValidationFailed: a SKU is already used by another variant (422).
+        ValidationFailed: a SKU is already used by another variant (422); in a writer
+            batch only this operation's savepoint is rolled back.
     """
+    conn = tx.conn
     now = utcnow()
-    product_id: int = (
-        await session.execute(
-            insert(products)
-            .values(
-                name=body.name,
-                description=body.description,
-                sale_starts_at=body.sale_starts_at,
-                sale_ends_at=body.sale_ends_at,
-                per_user_limit=body.per_user_limit,
-                created_at=now,
-            )
-            .returning(products.c.id)
+    product_id: int = conn.execute(
+        insert(products)
+        .values(
+            name=body.name,
+            description=body.description,
+            sale_starts_at=body.sale_starts_at,
+            sale_ends_at=body.sale_ends_at,
+            per_user_limit=body.per_user_limit,
+            created_at=now,
         )
+        .returning(products.c.id)
     ).scalar_one()
     stocked: list[tuple[int, int]] = []
     for v in body.variants:
         try:
-            variant_id: int = (
-                await session.execute(
-                    insert(variants)
-                    .values(
-                        product_id=product_id, sku=v.sku, name=v.name, price=v.price, stock=v.stock
-                    )
-                    .returning(variants.c.id)
-                )
+            variant_id: int = conn.execute(
+                insert(variants)
+                .values(product_id=product_id, sku=v.sku, name=v.name, price=v.price, stock=v.stock)
+                .returning(variants.c.id)
             ).scalar_one()
         except IntegrityError as exc:
             raise ValidationFailed("SKU already exists", field="variants.sku", sku=v.sku) from exc
@@ -178,27 +193,37 @@ async def create_product(
         if qty > 0
     ]
     if movements:
-        await session.execute(insert(inventory_movements), movements)
+        conn.execute(insert(inventory_movements), movements)
     return product_id, stocked
 
 
-async def restock(session: AsyncSession, variant_id: int, quantity: int) -> tuple[int, int]:
-    """Add ``quantity`` units (RESTOCK movement); returns ``(product_id, new_stock)``.
+async def create_product(
+    session: AsyncSession, body: ProductIn
+) -> tuple[int, list[tuple[int, int]]]:
+    """:func:`create_product_op` in ``session``'s transaction (``flashsale seed``).
+
+    Raises:
+        ValidationFailed: a SKU is already used by another variant (422).
+    """
+    return await run_in_session(session, partial(create_product_op, body=body))
+
+
+def restock_op(tx: Tx, *, variant_id: int, quantity: int) -> tuple[int, int]:
+    """Add ``quantity`` units (RESTOCK movement); returns ``(product_id, new_stock)`` (a
+    writer operation).
 
     Raises:
         VariantNotFound: no such variant (404).
     """
-    row = (
-        await session.execute(
-            update(variants)
-            .where(variants.c.id == variant_id)
-            .values(stock=variants.c.stock + quantity)
-            .returning(variants.c.product_id, variants.c.stock)
-        )
+    row = tx.conn.execute(
+        update(variants)
+        .where(variants.c.id == variant_id)
+        .values(stock=variants.c.stock + quantity)
+        .returning(variants.c.product_id, variants.c.stock)
     ).first()
     if row is None:
         raise VariantNotFound(variant_id=variant_id)
-    await session.execute(
+    tx.conn.execute(
         insert(inventory_movements).values(
             variant_id=variant_id,
             kind="RESTOCK",

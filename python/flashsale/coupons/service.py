@@ -93,16 +93,19 @@ async def get_coupon(session: AsyncSession, coupon_id: int) -> CouponOut:
     return coupon_out(row)
 
 
-async def create_coupon(session: AsyncSession, body: CouponIn) -> CouponOut:
-    """Insert a coupon with nothing issued yet."""
-    row = (
-        await session.execute(
-            insert(coupons)
-            .values(**body.model_dump(), issued_count=0, created_at=utcnow())
-            .returning(*coupons.c)
-        )
+def create_coupon_op(tx: Tx, *, body: CouponIn) -> CouponOut:
+    """Insert a coupon with nothing issued yet (a writer operation)."""
+    row = tx.conn.execute(
+        insert(coupons)
+        .values(**body.model_dump(), issued_count=0, created_at=utcnow())
+        .returning(*coupons.c)
     ).one()
     return coupon_out(row)
+
+
+async def create_coupon(session: AsyncSession, body: CouponIn) -> CouponOut:
+    """:func:`create_coupon_op` in ``session``'s transaction (``flashsale seed``)."""
+    return await run_in_session(session, partial(create_coupon_op, body=body))
 
 
 def issue_window_open(starts: datetime | None, ends: datetime | None, now: datetime) -> bool:

@@ -20,24 +20,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-def dialect_name(session: AsyncSession) -> str:
-    """``"sqlite"`` or ``"postgresql"``."""
-    return session.get_bind().dialect.name
+def dialect_name(bind: AsyncSession | Connection) -> str:
+    """``"sqlite"`` or ``"postgresql"``: the dialect of a session's bind, or of a
+    (writer operation's) connection."""
+    if isinstance(bind, Connection):
+        return bind.dialect.name
+    return bind.get_bind().dialect.name
 
 
-def upsert(session: AsyncSession, table: Table, keys: list[str], update_columns: list[str]) -> Any:
-    """``INSERT INTO table ... ON CONFLICT (keys) DO UPDATE SET col = excluded.col``.
+def upsert(
+    bind: AsyncSession | Connection, table: Table, keys: list[str], update_columns: list[str]
+) -> Any:
+    """``INSERT INTO table ... ON CONFLICT (keys) DO UPDATE SET col = excluded.col``, for
+    the dialect of ``bind`` (a session, or a writer operation's connection).
 
     Raises:
         NotImplementedError: a database other than SQLite or PostgreSQL.
     """
-    name = dialect_name(session)
+    name = dialect_name(bind)
     if name == "sqlite":
         stmt: Any = sqlite.insert(table)
     elif name == "postgresql":

@@ -6,6 +6,11 @@ busy timeout makes writers queue instead of failing, and write transactions
 begin with ``BEGIN IMMEDIATE`` so that two writers never both read and then
 deadlock on the upgrade to a write lock. Reads use a second engine whose
 transactions begin deferred, so they never wait for the write lock.
+
+A server process writes only through its group-commit writer (:func:`make_writer`:
+a synchronous engine, one connection per writer thread) and builds its
+:class:`Database` without the async write engine; ``flashsale seed`` and the CLI
+keep one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from flashsale.db.writer import GroupCommitWriter
 from flashsale.metrics import DB_TRANSACTIONS
 from flashsale.settings import Settings
 
@@ -121,47 +127,99 @@ def _count_transactions(engine: Engine) -> None:
 
 @dataclass
 class Database:
-    """The async engines of one process: ``write`` for transactions that change data
-    (``BEGIN IMMEDIATE`` on SQLite), ``read`` for read-only requests."""
+    """The async engines of one process: ``read`` for read-only transactions and, when
+    built with ``writes=True``, ``write`` for transactions that change data
+    (``BEGIN IMMEDIATE`` on SQLite).
 
-    write_engine: AsyncEngine
+    The server builds it without the write engine: every write of a server process
+    goes through its :class:`~flashsale.db.writer.GroupCommitWriter` (one write
+    connection per process on SQLite, see :func:`make_writer`). ``flashsale seed``, the
+    CLI and the tests' helpers write through ``write_session``.
+    """
+
     read_engine: AsyncEngine
-    write_session: async_sessionmaker[AsyncSession]
     read_session: async_sessionmaker[AsyncSession]
+    write_engine: AsyncEngine | None = None
+    _write_session: async_sessionmaker[AsyncSession] | None = None
+
+    @property
+    def write_session(self) -> async_sessionmaker[AsyncSession]:
+        """The factory of write sessions.
+
+        Raises:
+            RuntimeError: built with ``writes=False`` (a server process, which writes
+                only through its group-commit writer).
+        """
+        if self._write_session is None:
+            raise RuntimeError(
+                "this Database has no write engine: the server writes through its "
+                "GroupCommitWriter (state.writer)"
+            )
+        return self._write_session
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
+    def from_settings(cls, settings: Settings, *, writes: bool = True) -> Database:
+        """The engines for ``settings.database_url``; ``writes=False`` leaves out the
+        write engine (on SQLite it is a connection of its own, which the server, writing
+        through its group-commit writer, does not open)."""
         url = async_url(settings.database_url)
         kwargs: dict[str, Any] = {
             "pool_size": settings.db_pool_size,
             "max_overflow": settings.db_pool_size,
             "pool_timeout": 120,
         }
+        write: AsyncEngine | None = None
         if is_sqlite(url):
-            # SQLite has one writer at a time. One write connection per process
-            # queues this process's writers in the pool (awaiting, FIFO) instead
-            # of in SQLite's busy handler, which sleeps and is unfair.
-            write = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
             read = create_async_engine(url, **kwargs)
-            _configure_sqlite(
-                write.sync_engine, immediate=True, busy_timeout_ms=settings.db_busy_timeout_ms
-            )
             _configure_sqlite(
                 read.sync_engine, immediate=False, busy_timeout_ms=settings.db_busy_timeout_ms
             )
+            if writes:
+                # SQLite has one writer at a time. One write connection per process
+                # queues this process's writers in the pool (awaiting, FIFO) instead
+                # of in SQLite's busy handler, which sleeps and is unfair.
+                write = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
+                _configure_sqlite(
+                    write.sync_engine, immediate=True, busy_timeout_ms=settings.db_busy_timeout_ms
+                )
         else:
-            write = read = create_async_engine(url, **kwargs)
-        for engine in {write, read}:
-            _count_transactions(engine.sync_engine)
-        return cls(
-            write_engine=write,
+            read = create_async_engine(url, **kwargs)
+            if writes:
+                write = read
+        db = cls(
             read_engine=read,
-            write_session=async_sessionmaker(write, expire_on_commit=False),
             read_session=async_sessionmaker(read, expire_on_commit=False),
+            write_engine=write,
+            _write_session=(
+                async_sessionmaker(write, expire_on_commit=False) if write is not None else None
+            ),
         )
+        for engine in db.engines:
+            _count_transactions(engine.sync_engine)
+        return db
+
+    @property
+    def engines(self) -> list[AsyncEngine]:
+        """The distinct engines: the read engine, and the write engine if built and
+        separate (SQLite)."""
+        write = self.write_engine
+        return [self.read_engine] + ([write] if write not in (None, self.read_engine) else [])
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
-        await self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
-            await self.read_engine.dispose()
+        for engine in self.engines:
+            await engine.dispose()
+
+
+def make_writer(settings: Settings) -> GroupCommitWriter:
+    """The group-commit writer of a process for ``settings`` (not started): one thread
+    and connection on SQLite, taking turns with the other processes' writers on the
+    database's lock file; ``writer_threads`` on PostgreSQL."""
+    url = settings.database_url
+    return GroupCommitWriter(
+        make_sync_engine(url, busy_timeout_ms=settings.db_busy_timeout_ms),
+        max_batch=settings.writer_max_batch,
+        window_s=settings.writer_window_ms / 1000,
+        lock_path=writer_lock_path(url),
+        threads=1 if is_sqlite(url) else settings.writer_threads,
+    )

@@ -26,9 +26,9 @@ connection plus ``after_commit``/``after_rollback`` hooks. Its semantics:
   alike); when a batch fails, its operations' release hooks are undone and their
   rollback hooks run.
 
-The same operation functions also run inside an existing request transaction
-(:func:`run_in_session`, e.g. a cart checkout that empties the cart in the order's
-transaction, or ``flashsale seed``), so each rule and statement is written once.
+The same operation functions also run in an async session's transaction outside the
+server (:func:`run_in_session`: ``flashsale seed``, the CLI), so each rule and
+statement is written once.
 """
 
 from __future__ import annotations
@@ -89,14 +89,15 @@ class Tx:
         """Run ``hook`` as soon as this operation's writes are in (its savepoint
         released), so that the batch's next operations see it (units a cancellation
         gave back, in the stock gate); ``undo`` runs if the batch then fails. Both run
-        in the writer's thread and must be thread-safe. In a request's own session,
+        in the writer's thread and must be thread-safe. In an async session (seed, CLI),
         ``hook`` runs after its commit."""
         self.release_hooks.append((hook, undo))
 
 
 class SessionTx(Tx):
-    """A :class:`Tx` inside a request's own session: hooks go to the session's
-    (:func:`flashsale.db.session.after_commit`), run when it commits or rolls back."""
+    """A :class:`Tx` inside an async session's transaction (seed, CLI): hooks go to
+    the session's (:func:`flashsale.db.session.after_commit`), run when it commits or
+    rolls back."""
 
     def __init__(self, session: Session) -> None:
         super().__init__(session.connection())

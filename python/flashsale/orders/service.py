@@ -129,8 +129,7 @@ async def place_order(
     payment_timeout_s: int = 600,
     now: datetime | None = None,
 ) -> OrderOut:
-    """:func:`place_order_op` in ``session``'s transaction (a cart checkout, which
-    empties the cart in the order's transaction; ``flashsale seed``)."""
+    """:func:`place_order_op` in ``session``'s transaction (``flashsale seed``)."""
     op = partial(
         place_order_op,
         gate=gate,
@@ -426,7 +425,7 @@ def _release_holdings(
         repository.return_coupon(conn, user_coupon_id, now)
     released = [(v, q) for v, _p, q in lines]
     # At once in a writer batch (its next orders may take these units), undone if the
-    # batch fails; after the commit in a request's own session.
+    # batch fails; after the commit in an async session (seed, CLI).
     tx.after_release(lambda: gate.release(released), undo=lambda: gate.withdraw(released))
     tx.after_commit(partial(gate.stock_changed, {p for _v, p, _q in lines}))
     return lines

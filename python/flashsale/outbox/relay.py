@@ -3,20 +3,23 @@
 Every instance runs one relay as a background task; any number of relays may
 share a database. A relay repeats:
 
-1. **Claim** (one short write transaction): up to ``outbox_batch_size`` events
+1. **Claim** (one operation of the process's group-commit writer, so one short
+   savepoint of a batched write transaction): up to ``outbox_batch_size`` events
    that are undelivered, due (``available_at <= now``) and not leased by another
    relay get ``claimed_by = <relay id>``, ``claimed_until = now + outbox_lease_s``.
    The conditional ``UPDATE ... RETURNING`` tells which rows this relay got.
 2. **Deliver** (no transaction open): ``POST`` each event's stored ``payload``
    verbatim (``Content-Type: application/json``, ``Idempotency-Key: <event_id>``)
    to ``data_platform_url``, concurrently (bounded).
-3. **Record** (one short write transaction): a 2xx sets ``delivered_at``; anything
+3. **Record** (one writer operation): a 2xx sets ``delivered_at``; anything
    else (status, timeout, connection error) sets ``last_error`` and pushes
    ``available_at`` back by an exponential backoff with full jitter. Both count
    ``attempts`` and clear the claim -- only where this relay still holds it.
 
-A database transaction is never held during an HTTP call: on SQLite the write
-connection of a process is shared with every request, so that would stall them.
+A database transaction is never held during an HTTP call: the writer's connection
+(on SQLite the single write connection of the process) is shared with every write of
+the process, so that would stall them. An operation's result (the claimed events) is
+returned only once its batch has committed.
 If a relay dies, its claims expire after ``outbox_lease_s`` and another relay (or
 the restarted one) takes the events over. Delivery is therefore at least once:
 the data platform deduplicates by ``event_id``. No event is ever dropped or
@@ -32,19 +35,21 @@ Without it the relay delivers nothing and only keeps the backlog metrics fresh.
 Starting and stopping it in the app lifespan (``flashsale.api.app``), with the
 lifespan's ``stop`` event and ``stop_tasks`` of :mod:`flashsale.api.background`::
 
-    relay = OutboxRelay(state.db, settings)
+    relay = OutboxRelay(state.db, state.writer, settings)
     tasks.append(asyncio.create_task(relay.run(stop), name="outbox relay"))
     try:
         yield
     finally:
-        await stop_tasks(stop, tasks, grace_s=10.0)  # before the engines go
+        await stop_tasks(stop, tasks, grace_s=10.0)  # before the writer and engines go
+        await state.writer.stop()
         await state.db.dispose()
 
 ``run(stop)`` returns after the current round once ``stop`` is set; it may also
 be cancelled (``run()`` without an event runs until cancelled). Either way it
 closes its HTTP client. Cancelled in the middle of a round, it records the
-outcome of the deliveries that finished and releases the rest of its claims, so
-a restarted instance need not wait for the lease.
+outcome of the deliveries that finished and releases the rest of its claims (also
+those of a claim that was still queued in the writer when the cancel came), so a
+restarted instance need not wait for the lease.
 
 Metrics (``prometheus_client``, default registry): gauges
 ``flashsale_outbox_backlog_events`` and ``flashsale_outbox_oldest_age_seconds``,
@@ -75,8 +80,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flashsale.db.dialect import retryable_sqlstate
 from flashsale.db.engine import Database
 from flashsale.db.models import outbox
-from flashsale.db.session import transaction
 from flashsale.db.types import UTCDateTime, utcnow
+from flashsale.db.writer import GroupCommitWriter, Tx
 from flashsale.settings import Settings
 
 __all__ = [
@@ -90,6 +95,7 @@ __all__ = [
     "claim",
     "claim_statement",
     "default_relay_id",
+    "record_outcomes",
 ]
 
 log = logging.getLogger(__name__)
@@ -210,16 +216,16 @@ def claim_statement(
     )
 
 
-async def claim(
-    session: AsyncSession, relay_id: str, now: datetime, lease_s: float, batch: int
-) -> list[ClaimedEvent]:
-    """Claim up to ``batch`` events for ``relay_id`` in the caller's (write) transaction.
+def claim(tx: Tx, relay_id: str, now: datetime, lease_s: float, batch: int) -> list[ClaimedEvent]:
+    """Claim up to ``batch`` events for ``relay_id`` (a writer operation: the claim holds
+    once its batch has committed).
 
     Returns the claimed events in ``id`` order (oldest first); empty if none is due.
     """
-    dialect = session.get_bind().dialect.name
-    result = await session.execute(claim_statement(dialect, relay_id, now, lease_s, batch))
-    events = [ClaimedEvent(r.id, r.event_id, r.payload, r.attempts) for r in result]
+    statement = claim_statement(tx.conn.dialect.name, relay_id, now, lease_s, batch)
+    events = [
+        ClaimedEvent(r.id, r.event_id, r.payload, r.attempts) for r in tx.conn.execute(statement)
+    ]
     events.sort(key=lambda e: e.id)  # RETURNING promises no order
     return events
 
@@ -266,6 +272,25 @@ _MARK_FAILED = (
     )
 )
 _RELEASE = update(outbox).where(_STILL_OURS).values(claimed_by=None, claimed_until=None)
+
+
+def record_outcomes(
+    tx: Tx,
+    delivered: list[dict[str, object]],
+    failed: list[dict[str, object]],
+    released: list[dict[str, object]],
+) -> None:
+    """Record a round's outcomes (a writer operation), each row only where the relay
+    (``b_relay``) still holds its claim: ``delivered`` rows (``b_id``, ``b_now``) get
+    ``delivered_at``; ``failed`` ones (``b_error``, ``b_available_at``) their error and
+    next attempt; ``released`` ones (not attempted) lose the claim only."""
+    for statement, params in (
+        (_MARK_DELIVERED, delivered),
+        (_MARK_FAILED, failed),
+        (_RELEASE, released),
+    ):
+        if params:
+            tx.conn.execute(statement, params)
 
 
 async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
@@ -333,8 +358,9 @@ class OutboxRelay:
     """Delivers outbox events of ``db`` to ``settings.data_platform_url``.
 
     Args:
-        db: the process's engines; claims and outcomes use ``db.write_session``
-            (short transactions), the backlog query ``db.read_session``.
+        db: the process's engines: the backlog query uses ``db.read_session``.
+        writer: the process's (started) group-commit writer: claims and outcomes are
+            its operations (:func:`claim`, :func:`record_outcomes`).
         settings: ``data_platform_url`` (full events endpoint, or None: deliver
             nothing), ``data_platform_timeout_s``, ``outbox_*``.
         relay_id: written to ``claimed_by`` (≤ 64 chars); default
@@ -352,6 +378,7 @@ class OutboxRelay:
     def __init__(
         self,
         db: Database,
+        writer: GroupCommitWriter,
         settings: Settings,
         relay_id: str | None = None,
         client: httpx.AsyncClient | None = None,
@@ -366,6 +393,7 @@ class OutboxRelay:
             raise ValueError("concurrency must be >= 1")
         self.relay_id = relay_id
         self._db = db
+        self._writer = writer
         self._settings = settings
         self._client = client
         self._owns_client = client is None
@@ -423,14 +451,7 @@ class OutboxRelay:
         loop = asyncio.get_running_loop()
         # Measured before claiming: the lease in the database starts no earlier.
         lease_ends = loop.time() + self._settings.outbox_lease_s
-        async with transaction(self._db.write_session) as session:
-            events = await claim(
-                session,
-                self.relay_id,
-                utcnow(),
-                self._settings.outbox_lease_s,
-                self._settings.outbox_batch_size,
-            )
+        events = await self._claim()
         self._last_claimed = len(events)
         if not events:
             return 0
@@ -439,6 +460,30 @@ class OutboxRelay:
         delivered = await self._deliver_batch(url, events, lease_ends - margin)
         await self.update_metrics()
         return delivered
+
+    async def _claim(self) -> list[ClaimedEvent]:
+        """Claim a batch through the writer.
+
+        Cancelled while the claim waits for its batch, it still waits for the claim's
+        outcome (the operation is queued and may commit) and hands what it got back
+        before passing the cancellation on, so no event waits for the lease.
+        """
+        now = utcnow()
+        lease_s, batch = self._settings.outbox_lease_s, self._settings.outbox_batch_size
+        pending = asyncio.ensure_future(
+            self._writer.submit(lambda tx: claim(tx, self.relay_id, now, lease_s, batch))
+        )
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            await _run_to_completion(self._release_claim(pending))
+            raise
+
+    async def _release_claim(self, pending: asyncio.Future[list[ClaimedEvent]]) -> None:
+        await asyncio.wait([pending])
+        if pending.cancelled() or pending.exception() is not None:
+            return  # nothing was claimed
+        await self._record(pending.result(), {})
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Deliver until ``stop`` is set or the task is cancelled (the app lifespan's
@@ -551,12 +596,6 @@ class OutboxRelay:
                         "b_available_at": now + timedelta(seconds=delay),
                     }
                 )
-        async with transaction(self._db.write_session) as session:
-            for statement, params in (
-                (_MARK_DELIVERED, delivered),
-                (_MARK_FAILED, failed),
-                (_RELEASE, released),
-            ):
-                if params:
-                    await session.execute(statement, params)
+        if delivered or failed or released:
+            await self._writer.submit(lambda tx: record_outcomes(tx, delivered, failed, released))
         self._failure_log.flush(asyncio.get_running_loop().time())

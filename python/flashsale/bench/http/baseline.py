@@ -417,7 +417,7 @@ def create_app(settings: Settings, stats_dir: Path | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database.from_settings(settings)
         counter = TransactionCounter()
-        for engine in {db.write_engine, db.read_engine}:
+        for engine in db.engines:
             counter.attach(engine.sync_engine)
         app.state.baseline = _Baseline(settings, db, counter)
         stop = asyncio.Event()
