@@ -25,7 +25,8 @@ times on a connection, so the text being constant matters there too.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,16 +174,11 @@ class Prepared:
         dialect = conn.dialect
         form = self._form(dialect, params)
         args = form.parameters(self._flatten(params))
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with _driver_cursor(conn, form.sql, args) as cursor:
             cursor.execute(form.sql, args)
             if self._row is None:
                 return []
             raw = cursor.fetchall()
-        except dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(dialect, form.sql, args, exc) from exc
-        finally:
-            cursor.close()
         procs = self._processors(dialect)
         if not any(procs):
             return [self._row._make(r) for r in raw]
@@ -217,14 +213,9 @@ class Prepared:
         dialect = conn.dialect
         form = self._form(dialect, params)
         args = form.parameters(self._flatten(params))
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with _driver_cursor(conn, form.sql, args) as cursor:
             cursor.execute(form.sql, args)
             return int(cursor.rowcount)
-        except dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(dialect, form.sql, args, exc) from exc
-        finally:
-            cursor.close()
 
     def run_many(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         """Run the statement once per parameter set (``executemany``; no ``IN`` lists)."""
@@ -234,13 +225,23 @@ class Prepared:
         dialect = conn.dialect
         form = self._form(dialect, rows[0])
         args = [form.parameters(r) for r in rows]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with _driver_cursor(conn, form.sql, args) as cursor:
             cursor.executemany(form.sql, args)
-        except dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(dialect, form.sql, args, exc) from exc
-        finally:
-            cursor.close()
+
+
+@contextmanager
+def _driver_cursor(conn: Connection, sql: str, args: Any) -> Iterator[Any]:
+    """A cursor of ``conn``'s driver connection, closed afterwards; a driver error
+    raised inside is re-raised as SQLAlchemy raises it (``sql`` and ``args`` for its
+    message)."""
+    dialect = conn.dialect
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(dialect, sql, args, exc) from exc
+    finally:
+        cursor.close()
 
 
 def _key(dialect: Dialect) -> str:
@@ -260,11 +261,5 @@ def run_driver_sql(conn: Connection, sql: str) -> None:
     Raises:
         sqlalchemy.exc.DBAPIError: the driver's error, wrapped as SQLAlchemy does.
     """
-    dialect = conn.dialect
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _driver_cursor(conn, sql, ()) as cursor:
         cursor.execute(sql)
-    except dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(dialect, sql, (), exc) from exc
-    finally:
-        cursor.close()
