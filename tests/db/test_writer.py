@@ -10,17 +10,24 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from flashsale.audit import run_audit
+from flashsale.bench.http.seed import Layout, seed
 from flashsale.db.engine import make_sync_engine, writer_lock_path
 from flashsale.db.models import products
 from flashsale.db.types import utcnow
 from flashsale.db.writer import GroupCommitWriter, Tx
 from flashsale.errors import OutOfStock
+from flashsale.gates import StockGate
+from flashsale.orders.schemas import OrderIn, OrderOut
+from flashsale.orders.service import place_order_op
+from flashsale.ranking.service import RankingService
 
 pytestmark = pytest.mark.anyio
 
@@ -153,3 +160,62 @@ async def test_batches_group_concurrent_operations(writer: GroupCommitWriter, db
         event.remove(writer.engine, "commit", count)
     assert len(_names(db_url)) == 20
     assert commits < 20  # some shared a commit
+
+
+def _counts(db_url: str) -> dict[str, Any]:
+    engine = make_sync_engine(db_url, immediate=False)
+    try:
+        with engine.connect() as conn:
+            one = lambda sql: conn.execute(text(sql)).scalar_one()  # noqa: E731
+            return {
+                "orders": one("SELECT count(*) FROM orders"),
+                "items": one("SELECT count(*) FROM order_items"),
+                "movements": one(
+                    "SELECT count(*) FROM inventory_movements WHERE order_id IS NOT NULL"
+                ),
+                "payments": one("SELECT count(*) FROM payments"),
+                "events": one("SELECT count(*) FROM outbox"),
+                "ledger": one("SELECT count(*) FROM wallet_transactions WHERE type = 'PAYMENT'"),
+                "stock": dict(conn.execute(text("SELECT id, stock FROM variants")).all()),
+                "balance": one("SELECT balance FROM wallets WHERE user_id = 1"),
+            }
+    finally:
+        engine.dispose()
+
+
+async def test_an_order_refused_by_its_last_write_leaves_no_row_and_spares_its_neighbour(
+    writer: GroupCommitWriter, db_url: str
+) -> None:
+    """The stock gate believes in units the database no longer has: the order's first
+    line and its other rows are written (on PostgreSQL by the same statement) before the
+    second line is refused. All of it goes; the order after it in the batch commits."""
+    seed(db_url, Layout(users=1, catalog=2))
+    engine = make_sync_engine(db_url)
+    with engine.begin() as conn:
+        # Variant 2 never had stock (audit-clean: no RESTOCK movement either).
+        conn.execute(text("DELETE FROM inventory_movements WHERE variant_id = 2"))
+        conn.execute(text("UPDATE variants SET stock = 0 WHERE id = 2"))
+    engine.dispose()
+    before = _counts(db_url)
+    gate, ranking = StockGate(), RankingService(3600, 60)
+    gate.learn(1, before["stock"][1])
+    gate.learn(2, 5)  # stale: the database has 0
+
+    def order(variant_ids: list[int]) -> Any:
+        body = OrderIn(items=[{"variant_id": v, "quantity": 1} for v in variant_ids])
+        return partial(place_order_op, gate=gate, ranking=ranking, user_id=1, body=body)
+
+    refused, placed = await asyncio.gather(
+        writer.submit(order([1, 2])), writer.submit(order([1])), return_exceptions=True
+    )
+    assert isinstance(refused, OutOfStock)
+    assert (refused.details["variant_id"], refused.details["available"]) == (2, 0)
+    assert isinstance(placed, OrderOut) and placed.status == "PAID"
+    after = _counts(db_url)
+    assert (after["stock"][1], after["stock"][2]) == (before["stock"][1] - 1, 0)
+    assert after["balance"] == before["balance"] - placed.paid_amount
+    grew = {k: after[k] - before[k] for k in ("orders", "items", "movements", "payments")}
+    assert grew == {"orders": 1, "items": 1, "movements": 1, "payments": 1}
+    assert (after["events"] - before["events"], after["ledger"] - before["ledger"]) == (1, 1)
+    assert run_audit(db_url).ok
+    assert gate.shortfall([(2, 1)]) == (2, 0)  # the gate learnt the database's stock

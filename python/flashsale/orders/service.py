@@ -44,6 +44,7 @@ from flashsale.db.writer import Tx, run_in_session
 from flashsale.errors import (
     CouponNotUsable,
     FlashsaleError,
+    InsufficientBalance,
     OrderNotCancellable,
     OrderNotFound,
     OrderNotPayable,
@@ -56,9 +57,14 @@ from flashsale.gates import Reader, StockGate
 from flashsale.metrics import observe_order
 from flashsale.orders import repository, rules
 from flashsale.orders.schemas import OrderIn, OrderItemOut, OrderOut, PaymentOut
-from flashsale.outbox.events import ORDER_CANCELLED, ORDER_PAID, add_order_event
+from flashsale.outbox.events import (
+    ORDER_CANCELLED,
+    ORDER_PAID,
+    add_order_event,
+    new_order_event,
+)
 from flashsale.ranking.service import RankingService
-from flashsale.wallet.service import debit, refund
+from flashsale.wallet.service import debit, get_balance, refund
 
 
 def resolve_lines(conn: Connection, body: OrderIn) -> list[tuple[int, int]]:
@@ -184,7 +190,7 @@ class _Priced:
     items: list[OrderItemOut]
     total: int
     discount: int
-    balance: int | None
+    reads: repository.OrderReads
 
     @property
     def paid(self) -> int:
@@ -194,14 +200,14 @@ class _Priced:
 
 def _validate(
     conn: Connection, user_id: int, body: OrderIn, lines: list[tuple[int, int]], now: datetime
-) -> tuple[dict[int, Any], int | None]:
+) -> repository.OrderReads:
     """Read what the rules need and check them: variants, sale windows, purchase limits.
 
     The buyer's wallet is locked first (the lock order: wallet, variants by id, user
-    coupon). Returns the variant rows by id and the balance (KRW; None: no wallet).
+    coupon). Returns what was read (:class:`~flashsale.orders.repository.OrderReads`).
     """
-    balance = repository.lock_wallet(conn, user_id)
-    rows = repository.order_variants(conn, [v for v, _ in lines])
+    reads = repository.order_reads(conn, user_id, [v for v, _ in lines], pay=body.pay)
+    rows = reads.variants
     by_id = {r.id: r for r in rows}
     rules.check_variants(lines, by_id, body)
     rules.check_sale_windows(rows, now)
@@ -209,7 +215,7 @@ def _validate(
     if limits:
         held = repository.held_units(conn, user_id, list(limits))
         rules.check_purchase_limits(limits, held, rules.units_per_product(lines, by_id))
-    return by_id, balance
+    return reads
 
 
 def _price(
@@ -217,20 +223,19 @@ def _price(
     user_id: int,
     body: OrderIn,
     lines: list[tuple[int, int]],
-    by_id: dict[int, Any],
-    balance: int | None,
+    reads: repository.OrderReads,
     now: datetime,
 ) -> _Priced:
     """Items at today's prices, the coupon's discount, and (``pay``) the balance check."""
-    items = rules.price_lines(lines, by_id)
+    items = rules.price_lines(lines, {r.id: r for r in reads.variants})
     total = sum(i.amount for i in items)
     discount = 0
     if body.user_coupon_id is not None:
         coupon = repository.user_coupon(conn, body.user_coupon_id)
         discount = rules.coupon_discount(coupon, user_id, total, now)
-    priced = _Priced(lines, items, total, discount, balance)
+    priced = _Priced(lines, items, total, discount, reads)
     if body.pay:
-        rules.check_balance(balance, priced.paid)
+        rules.check_balance(reads.balance, priced.paid)
     return priced
 
 
@@ -295,6 +300,75 @@ def _write(
     return order
 
 
+def _write_at_once(
+    tx: Tx,
+    gate: StockGate,
+    ranking: RankingService,
+    user_id: int,
+    body: OrderIn,
+    priced: _Priced,
+    payment_timeout_s: int,
+    now: datetime,
+) -> OrderOut:
+    """:func:`_write` in one statement (PostgreSQL, where each statement is a round
+    trip): the order and its event are built first, with the ids taken by the reads,
+    then :func:`flashsale.orders.repository.write_order` writes them. Its grants are
+    checked in :func:`_write`'s order (stock, coupon, balance); a refusal raises and
+    the writer rolls back all that the statement wrote."""
+    conn = tx.conn
+    order_id, payment_id = priced.reads.order_id, priced.reads.payment_id
+    assert order_id is not None and (payment_id is not None) == body.pay
+    order = OrderOut(
+        order_id=order_id,
+        status="PAID" if body.pay else "PENDING",
+        items=priced.items,
+        total_amount=priced.total,
+        discount_amount=priced.discount,
+        paid_amount=priced.paid,
+        user_coupon_id=body.user_coupon_id,
+        created_at=now,
+        paid_at=now if body.pay else None,
+        expires_at=None if body.pay else now + timedelta(seconds=payment_timeout_s),
+        payments=[],
+    )
+    event = None
+    if payment_id is not None:
+        order.payments.append(
+            PaymentOut(id=payment_id, kind="PAYMENT", amount=order.paid_amount, created_at=now)
+        )
+        event = new_order_event(ORDER_PAID, order, user_id, now)
+    row = {
+        "id": order_id,
+        "user_id": user_id,
+        "status": order.status,
+        "total_amount": order.total_amount,
+        "discount_amount": order.discount_amount,
+        "paid_amount": order.paid_amount,
+        "user_coupon_id": order.user_coupon_id,
+        "created_at": now,
+        "paid_at": order.paid_at,
+        "expires_at": order.expires_at,
+    }
+    outcome = repository.write_order(
+        conn, row, priced.lines, priced.items, payment_id=payment_id, event=event
+    )
+    for variant_id, quantity in priced.lines:
+        if variant_id not in outcome.stocked:
+            stock = repository.stock_of(conn, variant_id)
+            tx.after_rollback(partial(gate.learn, variant_id, stock))
+            raise OutOfStock(variant_id=variant_id, requested=quantity, available=stock)
+    tx.after_commit(partial(gate.stock_changed, {i.product_id for i in priced.items}))
+    if body.user_coupon_id is not None and not outcome.coupon_used:
+        raise CouponNotUsable("Coupon was used concurrently")
+    if event is not None:
+        if outcome.balance is None:
+            current = get_balance(conn, user_id)
+            raise InsufficientBalance(required=order.paid_amount, balance=current)
+        sold = [(i.product_id, i.quantity) for i in order.items]
+        _book_sale(tx, ranking, event[0], sold, now, 1)
+    return order
+
+
 def _place_order(
     tx: Tx,
     gate: StockGate,
@@ -314,8 +388,10 @@ def _place_order(
     tx.after_rollback(lambda: gate.release(lines))
 
     now = utcnow() if now is None else now
-    by_id, balance = _validate(tx.conn, user_id, body, lines, now)
-    priced = _price(tx.conn, user_id, body, lines, by_id, balance, now)
+    reads = _validate(tx.conn, user_id, body, lines, now)
+    priced = _price(tx.conn, user_id, body, lines, reads, now)
+    if reads.order_id is not None:
+        return _write_at_once(tx, gate, ranking, user_id, body, priced, payment_timeout_s, now)
     return _write(tx, gate, ranking, user_id, body, priced, payment_timeout_s, now)
 
 

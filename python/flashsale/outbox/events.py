@@ -57,6 +57,16 @@ def order_event(
     )
 
 
+def new_order_event(
+    event_type: str, order: OrderOut, user_id: int, now: datetime
+) -> tuple[str, str, str]:
+    """A new event's ``(event_id, type, payload)``: a fresh UUID4 (also the idempotency
+    key the relay sends with it) and the JSON text of :func:`order_event`, for a caller
+    that writes the outbox row itself (:func:`flashsale.orders.repository.write_order`)."""
+    event_id = str(uuid.uuid4())
+    return event_id, event_type, order_event(event_id, event_type, now, order, user_id)
+
+
 def add_order_event(
     conn: Connection, event_type: str, order: OrderOut, user_id: int, now: datetime
 ) -> str:
@@ -65,14 +75,14 @@ def add_order_event(
     Returns the new ``event_id`` (a UUID4 string), which is also the idempotency
     key the relay sends with it.
     """
-    event_id = str(uuid.uuid4())
+    event_id, _type, payload = new_order_event(event_type, order, user_id, now)
     _INSERT_EVENT.run(
         conn,
         {
             "event_id": event_id,
             "type": event_type,
             "order_id": order.order_id,
-            "payload": order_event(event_id, event_type, now, order, user_id),
+            "payload": payload,
             "created_at": now,
             "available_at": now,
             "attempts": 0,
