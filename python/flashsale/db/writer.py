@@ -43,14 +43,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import ARRAY, BigInteger, Connection, Engine, bindparam, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from flashsale.db.dialect import retryable_sqlstate
 from flashsale.db.models import coupons, variants, wallets
-from flashsale.db.prepared import run_driver_sql
+from flashsale.db.prepared import Prepared, run_driver_sql
 from flashsale.db.session import after_commit, after_rollback
 from flashsale.metrics import DB_TRANSACTIONS, WRITER_BATCH_SIZE
 
@@ -147,13 +147,17 @@ _PRELOCKS = (
     (variants, variants.c.id, "variants"),
     (coupons, coupons.c.id, "coupons"),
 )
+# PostgreSQL only; an array parameter keeps one statement text (and one server-side
+# prepared statement) whatever the batch's number of rows.
 _PRELOCK_STATEMENTS = [
     (
         name,
-        select(column)
-        .where(column.in_(bindparam("p_ids", expanding=True)))
-        .order_by(column)
-        .with_for_update(),
+        Prepared(
+            select(column)
+            .where(column == func.any(bindparam("p_ids", type_=ARRAY(BigInteger))))
+            .order_by(column)
+            .with_for_update()
+        ),
     )
     for _table, column, name in _PRELOCKS
 ]
@@ -409,7 +413,7 @@ def _prelock(conn: Connection, locks: list[Locks]) -> None:
     for name, statement in _PRELOCK_STATEMENTS:
         ids = sorted({i for lock in locks for i in getattr(lock, name)})
         if ids:
-            conn.execute(statement, {"p_ids": ids}).all()
+            statement.rows(conn, {"p_ids": ids})
 
 
 def _discard(conn: Connection) -> None:
