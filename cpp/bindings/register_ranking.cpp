@@ -227,7 +227,8 @@ void register_ranking(py::module_& m) {
             return result;
           },
           "now"_a, "window_seconds"_a = py::none(),
-          "product_id -> (quantity, orders) over the window, for audits.")
+          "product_id -> (quantity, orders) over the window; a diagnostic (the tests check the "
+          "ranking with it), not used by the service.")
       .def("clear",
            [](SlidingWindowRanking& r) {
              // Safe: no Python objects involved; freeing many buckets takes a while.

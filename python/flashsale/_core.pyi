@@ -137,7 +137,8 @@ class SlidingWindowRanking:
         window_seconds or not a multiple of bucket_seconds.
         """
     def totals(self, now: float, window_seconds: int | None = None) -> dict[int, tuple[int, int]]:
-        """product_id -> (quantity, orders) over the same window as top()."""
+        """product_id -> (quantity, orders) over the same window as top(); a diagnostic
+        (the tests check the ranking with it), not used by the service."""
     def clear(self) -> None: ...
     def pair_count(self) -> int:
         """Live (product, bucket) pairs."""

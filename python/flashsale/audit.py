@@ -1,4 +1,4 @@
-"""``flashsale audit``: check the invariants of DESIGN §6 against the database.
+"""``flashsale audit``: check the invariants (docs/invariants.md) against the database.
 
 1. Stock: every variant's stock equals the sum of its inventory movements and is
    ≥ 0; units in PAID or PENDING orders never exceed the units ever stocked.
@@ -308,7 +308,7 @@ def _check_ranking(
 def run_audit(
     database_url: str, service_urls: Sequence[str] = (), *, settle_s: float = 5.0
 ) -> AuditReport:
-    """Check the invariants of DESIGN §6; never writes.
+    """Check the invariants listed in this module's docstring; never writes.
 
     Invariants 1-4 run in one read transaction. Invariant 5 runs when
     ``service_urls`` (base URLs of running instances, e.g. ``http://127.0.0.1:8000``)

@@ -1,4 +1,4 @@
-"""Per-process admission gates in front of the database (DESIGN §2).
+"""Per-process admission gates in front of the database (docs/architecture.md#gates).
 
 :class:`StockGate` wraps the C++ :class:`~flashsale.StockPool` and
 :class:`CouponIssueGate` the C++ :class:`~flashsale.CouponGate`. They turn away

@@ -37,7 +37,7 @@ def iso(dt: datetime) -> str:
 def expect(response: httpx.Response, status: int, code: str | None = None) -> Any:
     """Assert the status (and the error ``code``), return the JSON body.
 
-    Every error body has ``code``, ``message`` and ``details`` (DESIGN §5).
+    Every error body has ``code``, ``message`` and ``details`` (docs/api.md).
     """
     assert response.status_code == status, (
         f"{response.request.method} {response.request.url} -> "

@@ -1,4 +1,4 @@
-"""``/admin/*``: products, restocks and coupons (DESIGN §5 "Admin")."""
+"""``/admin/*``: products, restocks and coupons."""
 
 from __future__ import annotations
 

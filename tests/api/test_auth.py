@@ -1,4 +1,4 @@
-"""``/auth``: sign-up, tokens, and who may call what (DESIGN §5 "Auth")."""
+"""``/auth``: sign-up, tokens, and who may call what (docs/api.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Malformed requests everywhere: the right 4xx ``code``, a well-formed error body,
-never a 500, and nothing changed (DESIGN §5 "Errors")."""
+never a 500, and nothing changed (docs/api.md)."""
 
 from __future__ import annotations
 

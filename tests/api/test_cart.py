@@ -1,4 +1,4 @@
-"""``/me/cart`` (DESIGN §5 "Cart"): set, remove, view, check out through the order path."""
+"""``/me/cart``: set, remove, view, check out through the order path (docs/rules.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/products``: list, detail, status, price and stock (DESIGN §5 "Catalog")."""
+"""``/products``: list, detail, status, price and stock."""
 
 from __future__ import annotations
 

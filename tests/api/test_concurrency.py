@@ -1,5 +1,5 @@
 """A small flash crowd in one process: concurrent requests never oversell stock or
-coupons and every answer is definitive (DESIGN §1, §6). The multi-process rush is
+coupons and every answer is definitive (docs/invariants.md). The multi-process rush is
 in ``tests/e2e``."""
 
 from __future__ import annotations

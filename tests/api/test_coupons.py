@@ -1,4 +1,4 @@
-"""``/coupons``: first-come issue, one per user (DESIGN §5 "Coupons")."""
+"""``/coupons``: first-come issue, one per user (docs/rules.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The per-process C++ gates against the database (DESIGN §2): the gate never grants
-what the database refused, is corrected from the database, and a local "sold out"
-is re-checked once older than ``gate_freshness_s``. Several app instances on one
-file stand for several worker processes."""
+"""The per-process C++ gates against the database (docs/architecture.md#gates): the gate
+never grants what the database refused, is corrected from the database, and a local
+"sold out" is re-checked once older than ``gate_freshness_s``. Several app instances on
+one file stand for several worker processes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` (DESIGN §5 "Idempotency", Stripe's semantics)."""
+"""``Idempotency-Key`` (docs/api.md; Stripe's semantics)."""
 
 from __future__ import annotations
 

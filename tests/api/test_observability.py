@@ -1,4 +1,4 @@
-"""``X-Request-ID``, structured logs and ``/metrics`` (DESIGN §5 "Operations").
+"""``X-Request-ID``, structured logs and ``/metrics`` (docs/operations.md).
 
 Metrics live in the process-wide default registry, shared by every test of the
 session, so the metric tests compare a scrape before and after the requests.

@@ -1,4 +1,4 @@
-"""``/healthz`` and ``/readyz`` (DESIGN §5 "Operations")."""
+"""``/healthz`` and ``/readyz`` (docs/operations.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pay later, payment, cancellation, refund and expiry (DESIGN §5 "Orders", §6).
+"""Pay later, payment, cancellation, refund and expiry (docs/rules.md, docs/invariants.md).
 
 Every refusal is checked to change nothing; every success ends with the audit.
 """

@@ -1,4 +1,5 @@
-"""``/orders``: order and pay in one transaction (DESIGN §5 "Orders", §6 invariants 1-3)."""
+"""``/orders``: order and pay in one transaction (docs/rules.md; the stock, money
+and coupon invariants of docs/invariants.md)."""
 
 from __future__ import annotations
 

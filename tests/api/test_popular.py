@@ -1,4 +1,4 @@
-"""``/products/popular``: the sliding-window ranking (DESIGN §5 "Catalog", §6.5)."""
+"""``/products/popular``: the sliding-window ranking (docs/invariants.md#ranking)."""
 
 from __future__ import annotations
 

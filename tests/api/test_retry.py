@@ -1,6 +1,6 @@
 """Requests whose transaction the database aborted (deadlock, serialization failure)
-are run again, and the client sees one answer with one effect (DESIGN §6, issue 4:
-"no deadlock or serialization error reaches a client").
+are run again, and the client sees one answer with one effect: no deadlock or
+serialization error reaches a client.
 
 The middleware is checked on a small ASGI app (what is retried, how often, what is
 not), and on the real service with an abort injected in the middle of an order's

@@ -1,4 +1,4 @@
-"""``/me/wallet``: charges, the balance limit and the ledger (DESIGN §5 "Wallet")."""
+"""``/me/wallet``: charges, the balance limit and the ledger (docs/rules.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``flashsale audit`` finds each broken invariant of DESIGN §6 and names the rows."""
+"""``flashsale audit`` finds each broken invariant (docs/invariants.md) and names the rows."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Migrations build the schema of DESIGN §4 with the constraints behind §6
-(the audit's own detection tests are in ``test_audit.py``)."""
+"""Migrations build the schema (docs/data-model.md) with the constraints behind the
+invariants (docs/invariants.md; the audit's own detection tests are in ``test_audit.py``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A flash crowd for a 100-unit coupon, against a real server with 2 workers (DESIGN §1, §6.3)."""
+"""A flash crowd for a 100-unit coupon, against a real server with 2 workers
+(docs/invariants.md#coupons)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Several instances on one PostgreSQL database (DESIGN §1, §2, §5, §6).
+"""Several instances on one PostgreSQL database (docs/architecture.md#per-process-and-shared).
 
 Every test starts two or three real ``flashsale serve`` processes (2 CPU cores here:
 mostly one worker each) with the ``postgres_servers`` factory, so they share one fresh
@@ -32,7 +32,8 @@ against the running instances where sales were made. What is proven:
    ``IDEMPOTENCY_KEY_IN_USE``.
 5. **Restock on A, sold out on B**: B answers ``OUT_OF_STOCK`` from its gate; after a
    restock through A's admin API, B sells again within the gate freshness bound
-   (DESIGN §2: 1 s) plus 1 s of margin, and sells exactly the restocked units.
+   (1 s, docs/architecture.md#gates) plus 1 s of margin, and sells exactly the
+   restocked units.
 6. **Ranking across instances**: a sale paid on A appears in B's
    ``/products/popular`` within 2 s (also a burst of concurrent sales on both), a
    cancellation on A disappears from B within 2 s, quantities are exact (nothing counted
@@ -89,7 +90,8 @@ API_PREFIX = "/api/v1"
 REQUEST_TIMEOUT_S = 60.0
 #: Lifetime of the minted access tokens.
 TOKEN_TTL_S = 3600
-#: DESIGN §2: a local "sold out" older than this is re-checked against the database.
+#: A local "sold out" older than this is re-checked against the database
+#: (``gate_freshness_s``, passed to the servers at its default; docs/architecture.md#gates).
 FRESHNESS_S = 1.0
 #: The issue's bound for a sale or a cancellation to reach another instance's ranking.
 RANKING_PROPAGATION_S = 2.0

@@ -1,5 +1,5 @@
-"""Order concurrency on a real server with 2 workers (issue 3; DESIGN §5 "Orders",
-"Idempotency", §6).
+"""Order concurrency on a real server with 2 workers (docs/rules.md, docs/api.md,
+docs/invariants.md).
 
 - 100 concurrent cancels of different paid orders restore stock, money and coupons
   exactly, and take the sales out of the served ranking;

@@ -1,4 +1,4 @@
-"""A server killed mid-delivery loses no event (issue 3; DESIGN §2 "Events", §6.4).
+"""A server killed mid-delivery loses no event (docs/invariants.md#events).
 
 The server-level twin of ``tests/outbox/test_relay_process.py``: a real
 ``flashsale serve --workers 2`` delivers the ``order.paid`` / ``order.cancelled``

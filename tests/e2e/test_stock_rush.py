@@ -1,4 +1,5 @@
-"""500 concurrent paid orders for 50 units, against a real server with 2 workers (DESIGN §6.1-2)."""
+"""500 concurrent paid orders for 50 units, against a real server with 2 workers
+(docs/invariants.md#stock, docs/invariants.md#money)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""200 concurrent wallet charges by one user, against a real server with 2 workers (DESIGN §6.2)."""
+"""200 concurrent wallet charges by one user, against a real server with 2 workers
+(docs/invariants.md#money)."""
 
 from __future__ import annotations
 

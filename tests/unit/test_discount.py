@@ -1,4 +1,4 @@
-"""DESIGN §5 "Discount": FIXED takes ``discount_value`` KRW; PERCENT takes
+"""The discount rule (docs/rules.md): FIXED takes ``discount_value`` KRW; PERCENT takes
 floor(total × value / 100) capped at ``max_discount_amount``; never more than the total."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN §5: a password has ≥ 8 characters with a letter, a digit and a symbol."""
+"""The password rule (docs/rules.md): ≥ 8 characters with a letter, a digit and a symbol."""
 
 from __future__ import annotations
 

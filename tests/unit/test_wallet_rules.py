@@ -1,4 +1,4 @@
-"""DESIGN §5 "Wallet": 1,000 ≤ amount ≤ 1,000,000 KRW per charge."""
+"""The charge range (docs/rules.md): 1,000 ≤ amount ≤ 1,000,000 KRW per charge."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ cancelled gives its ``PAID`` line and a ``CANCELLED`` line with the opposite
 quantity and amount. By default (``cancellations="restate"``) the cancellation
 line carries the sale's own ``paid_at``, so the sale counts nowhere -- the
 service's rule: its ranking subtracts a cancelled sale from the sale's bucket,
-and at rest it equals the SQL over PAID orders (DESIGN §6, invariant 5).
+and at rest it equals the SQL over PAID orders (docs/invariants.md#ranking).
 ``cancellations="at_cancel"`` dates it at ``cancelled_at`` instead, which shows
 the ranking as it was served live between the payment and the cancellation.
 Orders never paid (PENDING, EXPIRED, cancelled while PENDING) are not sales.

@@ -1,9 +1,9 @@
 """Background tasks every instance runs in its lifespan.
 
-- Expiry sweeper (DESIGN §5): every ``order_expiry_sweep_s`` seconds, PENDING
-  orders past ``expires_at`` become EXPIRED and release stock and coupon. Each
-  batch is one short write transaction; the conditional status change makes
-  concurrent sweepers in several instances (and payments racing them) safe.
+- Expiry sweeper: every ``order_expiry_sweep_s`` seconds, PENDING orders past
+  ``expires_at`` become EXPIRED and release stock and coupon. Each batch is one
+  short write transaction; the conditional status change makes concurrent
+  sweepers in several instances (and payments racing them) safe.
 - Idempotency-key purge: keys older than ``idempotency_ttl_s`` are deleted about
   once a minute.
 

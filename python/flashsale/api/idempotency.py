@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on the POSTs that create or move money (DESIGN §5 "Idempotency").
+"""``Idempotency-Key`` on the POSTs that create or move money (docs/api.md).
 
 Semantics are Stripe's, stored in the ``idempotency_keys`` table so they hold
 across processes and instances:

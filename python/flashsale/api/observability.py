@@ -1,4 +1,4 @@
-"""Request ids, structured logs and ``GET /metrics`` (DESIGN §5 "Operations").
+"""Request ids, structured logs and ``GET /metrics`` (docs/operations.md).
 
 - :class:`ObservabilityMiddleware` (pure ASGI): takes ``X-Request-ID`` from the
   request or makes one, keeps it in :data:`REQUEST_ID` for the request's log

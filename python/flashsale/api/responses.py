@@ -1,4 +1,4 @@
-"""The error body of DESIGN §5, shared by the error handlers and the idempotency store."""
+"""The error body (docs/api.md), shared by the error handlers and the idempotency store."""
 
 from __future__ import annotations
 

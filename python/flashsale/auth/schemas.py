@@ -6,7 +6,8 @@ from pydantic import BaseModel, EmailStr, Field, field_validator
 
 
 def check_password_rule(password: str) -> str:
-    """DESIGN §5: at least 8 characters with a letter, a digit and a symbol.
+    """The password rule (docs/rules.md): at least 8 characters with a letter, a digit and
+    a symbol.
 
     bcrypt reads at most 72 bytes, so longer passwords are refused rather than
     silently truncated.

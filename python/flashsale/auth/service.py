@@ -116,8 +116,8 @@ async def ensure_admin(
     (:func:`ensure_admin_op` in ``session``'s transaction; the password is hashed only
     when the user is missing).
 
-    DESIGN §7: done by ``flashsale users create-admin`` and at start-up when
-    ``FLASHSALE_ADMIN_EMAIL`` and ``FLASHSALE_ADMIN_PASSWORD`` are set.
+    Called by ``flashsale users create-admin``, and by ``flashsale serve`` at start-up
+    when ``FLASHSALE_ADMIN_EMAIL`` and ``FLASHSALE_ADMIN_PASSWORD`` are set (docs/cli.md).
     """
     existing = (await session.execute(_USER_BY_EMAIL, {"p_email": email.lower()})).first()
     if existing is not None:

@@ -1,1 +1,1 @@
-"""The shopping cart (DESIGN §5 "Cart")."""
+"""The shopping cart."""

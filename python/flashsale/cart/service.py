@@ -1,4 +1,4 @@
-"""Cart reads and writes, and checkout through the order path (DESIGN §5 "Cart").
+"""Cart reads and writes, and checkout through the order path (docs/rules.md).
 
 The cart holds no stock: ``in_stock`` is read from the database each time, and
 checkout places an ordinary order (:func:`flashsale.orders.service.place_order_op`,
@@ -28,7 +28,7 @@ from flashsale.orders.schemas import OrderIn, OrderLineIn, OrderOut
 from flashsale.orders.service import place_order_op
 from flashsale.ranking.service import RankingService
 
-#: An order takes at most 50 lines (DESIGN §5), so a cart holds at most 50 variants.
+#: An order takes at most 50 lines (docs/rules.md), so a cart holds at most 50 variants.
 MAX_CART_ITEMS = 50
 
 _CART = (

@@ -1,10 +1,10 @@
 """Engines and session factories for SQLite (embedded default) and PostgreSQL.
 
-The database is the source of truth (DESIGN §2). On SQLite, several worker
-processes share one file: WAL lets readers run beside the single writer, the
-busy timeout makes writers queue instead of failing, and write transactions
-begin with ``BEGIN IMMEDIATE`` so that two writers never both read and then
-deadlock on the upgrade to a write lock. Reads use a second engine whose
+The database is the source of truth (docs/decisions/0001-database-is-the-source-of-truth.md).
+On SQLite, several worker processes share one file: WAL lets readers run beside the
+single writer, the busy timeout makes writers queue instead of failing, and write
+transactions begin with ``BEGIN IMMEDIATE`` so that two writers never both read and
+then deadlock on the upgrade to a write lock. Reads use a second engine whose
 transactions begin deferred, so they never wait for the write lock.
 
 A server process writes only through its group-commit writer (:func:`make_writer`:

@@ -1,13 +1,13 @@
-"""All ORM models (DESIGN §4). Money is integer KRW; times are UTC.
+"""All ORM models (docs/data-model.md). Money is integer KRW; times are UTC.
 
 Ledgers are append-only: ``wallet_transactions`` (CHARGE, PAYMENT, REFUND),
 ``inventory_movements`` (RESTOCK, RESERVE, RELEASE) and ``payments``
 (PAYMENT, REFUND). Every balance or stock change writes its ledger row in the
-same transaction, which is what ``flashsale audit`` checks (DESIGN §6).
+same transaction, which is what ``flashsale audit`` checks (docs/invariants.md).
 
 ``outbox`` holds order events written in the same transaction as the change
-(transactional outbox, DESIGN §2 "Events"); ``idempotency_keys`` stores the
-first response of a POST sent with ``Idempotency-Key`` (DESIGN §5).
+(transactional outbox, docs/decisions/0002-transactional-outbox.md); ``idempotency_keys``
+stores the first response of a POST sent with ``Idempotency-Key`` (docs/api.md).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class UserCoupon(Base):
     order_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("orders.id"), nullable=True)
 
     __table_args__ = (
-        # DESIGN §4: one user coupon per (coupon, user); the database's last word.
+        # One user coupon per (coupon, user); the database's last word (docs/data-model.md).
         UniqueConstraint("coupon_id", "user_id", name="uq_user_coupons_coupon_user"),
         CheckConstraint("status IN ('ISSUED', 'USED', 'EXPIRED')", name="status"),
     )
@@ -251,7 +251,7 @@ class OutboxEvent(Base):
     ``claimed_by``/``claimed_until`` is the lease of the relay delivering it, so
     several relays never send one event at the same time; ``delivered_at`` is set
     once the data platform acknowledged it. Rows are kept: the audit checks that
-    every paid order has its event (DESIGN §6, invariant 4).
+    every paid order has its event (docs/invariants.md#events).
     """
 
     __tablename__ = "outbox"

@@ -5,7 +5,7 @@ success and rolls back on any error. Services never commit; they register what
 must happen in this process once the outcome is known -- e.g. the order service
 releases its C++ stock reservation if the transaction rolls back, and records the
 sale in the ranking only after it commits (the C++ core never grants what the
-database has not confirmed, DESIGN §2).
+database has not confirmed, docs/architecture.md#the-c-core).
 """
 
 from __future__ import annotations

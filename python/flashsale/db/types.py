@@ -20,7 +20,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC timestamps on every backend.
 
     SQLite stores no offset, so values are normalised to UTC on the way in and
-    marked UTC on the way out. Naive datetimes are refused (times are UTC, DESIGN §4).
+    marked UTC on the way out. Naive datetimes are refused (times are UTC, docs/data-model.md).
     """
 
     impl = DateTime(timezone=True)

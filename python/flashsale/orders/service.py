@@ -1,4 +1,5 @@
-"""Placing, paying, cancelling, expiring and reading orders (DESIGN §5 "Orders", §6).
+"""Placing, paying, cancelling, expiring and reading orders (rules: docs/rules.md; the
+invariants they keep: docs/invariants.md).
 
 The order path, in one short write transaction with rows updated in a fixed
 order (wallet, then variants by ascending id, then the user coupon) so that

@@ -1,4 +1,5 @@
-"""Writing order events into the outbox (DESIGN §2 "Events", §6 invariant 4).
+"""Writing order events into the outbox (docs/decisions/0002-transactional-outbox.md;
+audited as docs/invariants.md#events).
 
 An event is inserted by the same transaction as the change it reports, so it
 exists exactly when the change committed. The relay (:mod:`flashsale.outbox.relay`)

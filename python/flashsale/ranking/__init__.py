@@ -1,1 +1,2 @@
-"""Popular products: a sliding-window top-k over paid orders (DESIGN §3, §5)."""
+"""Popular products: a sliding-window top-k over paid orders, served by the C++ core
+(docs/architecture.md#the-c-core)."""

@@ -12,7 +12,8 @@ Each worker process of each instance keeps a C++ :class:`~flashsale.SlidingWindo
 Order events travel between instances through the database, not Redis: they are
 already written in the order's own transaction (the transactional outbox), so they
 exist exactly when the sale does, survive every crash, and need no second system
-to stay consistent with the orders (DESIGN §2: the database is the source of truth).
+to stay consistent with the orders (the database is the source of truth; see
+docs/decisions/0004-ranking-follower-on-the-outbox.md).
 
 **Following ids that commit out of order.** Outbox ids are never reused, but on
 PostgreSQL a transaction that took id 7 may commit after the one that took id 8, so

@@ -1,8 +1,8 @@
-"""Wallet rules (DESIGN §5 "Wallet") and ledger writes.
+"""Wallet rules (docs/rules.md) and ledger writes.
 
 Every balance change is one conditional ``UPDATE`` plus one ``wallet_transactions``
 row with the signed amount and the balance after it, in the same transaction,
-so balance = Σ ledger always holds (DESIGN §6, invariant 2).
+so balance = Σ ledger always holds (docs/invariants.md#money).
 
 The functions take a synchronous :class:`~sqlalchemy.Connection`: they run in the
 group-commit writer's thread or, through :func:`flashsale.db.writer.run_in_session`,
@@ -62,7 +62,7 @@ _APPEND_LEDGER = Prepared(
 
 
 def check_charge_amount(amount: int) -> None:
-    """DESIGN §5: 1,000 ≤ amount ≤ 1,000,000 KRW per charge.
+    """The charge range (docs/rules.md): 1,000 ≤ amount ≤ 1,000,000 KRW per charge.
 
     Raises:
         ChargeAmountOutOfRange: outside the range (422).
@@ -120,7 +120,7 @@ def debit(conn: Connection, user_id: int, amount: int, order_id: int, now: datet
 def refund(conn: Connection, user_id: int, amount: int, order_id: int, now: datetime) -> int:
     """Give back ``amount`` KRW (≥ 0) of a cancelled order as a REFUND; returns the new balance.
 
-    The balance cap of charges (DESIGN §5) does not apply: the money was the user's.
+    The balance cap of charges (100,000,000 KRW) does not apply: the money was the user's.
     """
     params = {"p_user": user_id, "p_amount": amount, "p_now": now}
     balance = int(_REFUND.scalar_one(conn, params))
