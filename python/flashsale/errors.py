@@ -1,9 +1,17 @@
-"""One error hierarchy with stable machine-readable codes (DESIGN §5 "Errors").
+"""One error hierarchy with stable machine-readable codes (docs/api.md, "Errors").
 
 Every domain error is a :class:`FlashsaleError`; one handler in
 :mod:`flashsale.api.app` turns it into ``{"code", "message", "details"}`` with
 the error's HTTP status. A refused request changes nothing: services raise
 before commit, and the request's transaction is rolled back.
+
+Each class's docstring says when the API answers with it; docs/reference/errors.md
+is generated from these docstrings (``python -m flashsale.reference --write``), together
+with the codes the handlers of :mod:`flashsale.api.app` produce without a class
+(unknown route, wrong method, request validation, database busy).
+
+The codes, statuses and ``details`` keys are part of the ``/api/v1`` contract
+(docs/compatibility.md): clients branch on them, so they never change.
 """
 
 from __future__ import annotations
@@ -12,12 +20,18 @@ from typing import Any, ClassVar
 
 
 class FlashsaleError(Exception):
-    """Base of all domain errors.
+    """An unexpected failure (500): an exception that is no refusal (a bug), logged with
+    its traceback and answered without details.
+
+    Base of all domain errors. Subclasses set ``code``, ``status`` and
+    ``default_message``; ``details`` is JSON-serialisable context (ids, requested and
+    available amounts) given as keyword arguments where the error is raised.
 
     Attributes:
         code: stable machine-readable code, e.g. ``OUT_OF_STOCK``.
         status: HTTP status the API answers with.
-        details: JSON-serialisable context (ids, requested and available amounts).
+        message: human-readable text (``default_message`` unless the raiser gave one).
+        details: JSON-serialisable context.
     """
 
     code: ClassVar[str] = "INTERNAL_ERROR"
@@ -30,80 +44,378 @@ class FlashsaleError(Exception):
         super().__init__(self.message)
 
 
-def _error(name: str, code: str, status: int, message: str) -> type[FlashsaleError]:
-    return type(
-        name,
-        (FlashsaleError,),
-        {"code": code, "status": status, "default_message": message, "__doc__": message},
-    )
+# --- 401 / 403 --------------------------------------------------------------------------
 
 
-# 401 / 403
-Unauthenticated = _error("Unauthenticated", "UNAUTHENTICATED", 401, "Authentication required")
-InvalidCredentials = _error(
-    "InvalidCredentials", "INVALID_CREDENTIALS", 401, "Wrong email or password"
-)
-Forbidden = _error("Forbidden", "FORBIDDEN", 403, "Not allowed")
-# 404
-ProductNotFound = _error("ProductNotFound", "PRODUCT_NOT_FOUND", 404, "Product not found")
-VariantNotFound = _error("VariantNotFound", "VARIANT_NOT_FOUND", 404, "Variant not found")
-CouponNotFound = _error("CouponNotFound", "COUPON_NOT_FOUND", 404, "Coupon not found")
-OrderNotFound = _error("OrderNotFound", "ORDER_NOT_FOUND", 404, "Order not found")
-# 409
-EmailTaken = _error("EmailTaken", "EMAIL_TAKEN", 409, "Email already registered")
-BalanceLimitExceeded = _error(
-    "BalanceLimitExceeded", "BALANCE_LIMIT_EXCEEDED", 409, "Balance would exceed 100,000,000 KRW"
-)
-OutOfStock = _error("OutOfStock", "OUT_OF_STOCK", 409, "Not enough stock")
-InsufficientBalance = _error(
-    "InsufficientBalance", "INSUFFICIENT_BALANCE", 409, "Wallet balance too low"
-)
-CouponNotUsable = _error("CouponNotUsable", "COUPON_NOT_USABLE", 409, "Coupon cannot be used")
-CouponMinOrderNotMet = _error(
-    "CouponMinOrderNotMet", "COUPON_MIN_ORDER_NOT_MET", 409, "Order total below coupon minimum"
-)
-SaleNotOpen = _error("SaleNotOpen", "SALE_NOT_OPEN", 409, "Product is not on sale now")
-PurchaseLimitExceeded = _error(
-    "PurchaseLimitExceeded", "PURCHASE_LIMIT_EXCEEDED", 409, "Per-user purchase limit exceeded"
-)
-CouponSoldOut = _error("CouponSoldOut", "COUPON_SOLD_OUT", 409, "Coupon sold out")
-CouponAlreadyIssued = _error(
-    "CouponAlreadyIssued", "COUPON_ALREADY_ISSUED", 409, "Coupon already issued to this user"
-)
-CouponNotIssuable = _error(
-    "CouponNotIssuable", "COUPON_NOT_ISSUABLE", 409, "Coupon is outside its issue window"
-)
-OrderNotPayable = _error(
-    "OrderNotPayable", "ORDER_NOT_PAYABLE", 409, "Order cannot be paid (not pending or expired)"
-)
-OrderNotCancellable = _error(
-    "OrderNotCancellable", "ORDER_NOT_CANCELLABLE", 409, "Order cannot be cancelled"
-)
-IdempotencyKeyInUse = _error(
-    "IdempotencyKeyInUse",
-    "IDEMPOTENCY_KEY_IN_USE",
-    409,
-    "A request with this Idempotency-Key is still running",
-)
-CartEmpty = _error("CartEmpty", "CART_EMPTY", 409, "The cart is empty")
-CartFull = _error("CartFull", "CART_FULL", 409, "The cart holds at most 50 variants")
-# 422
-IdempotencyKeyReused = _error(
-    "IdempotencyKeyReused",
-    "IDEMPOTENCY_KEY_REUSED",
-    422,
-    "Idempotency-Key was already used with a different request",
-)
-ValidationFailed = _error("ValidationFailed", "VALIDATION_ERROR", 422, "Invalid input")
-ChargeAmountOutOfRange = _error(
-    "ChargeAmountOutOfRange",
-    "CHARGE_AMOUNT_OUT_OF_RANGE",
-    422,
-    "Charge amount must be between 1,000 and 1,000,000 KRW",
-)
-VariantRequired = _error(
-    "VariantRequired", "VARIANT_REQUIRED", 422, "Product has several variants: give variant_id"
-)
-InvalidCursor = _error("InvalidCursor", "INVALID_CURSOR", 422, "Malformed pagination cursor")
-# 503
-ServiceBusy = _error("ServiceBusy", "SERVICE_BUSY", 503, "Database busy, retry later")
+class Unauthenticated(FlashsaleError):
+    """A route that needs a token got none, a malformed ``Authorization`` header (not
+    ``Bearer <JWT>``), a token with a bad signature or past its expiry (message
+    "Invalid or expired token"), or the token of a user that no longer exists.
+    """
+
+    code = "UNAUTHENTICATED"
+    status = 401
+    default_message = "Authentication required"
+
+
+class InvalidCredentials(FlashsaleError):
+    """``POST /auth/token`` with an unknown email or a wrong password: one answer for
+    both, so that accounts cannot be probed.
+    """
+
+    code = "INVALID_CREDENTIALS"
+    status = 401
+    default_message = "Wrong email or password"
+
+
+class Forbidden(FlashsaleError):
+    """A route under ``/admin`` called with a valid token of a user without the admin
+    role (message "Admin role required").
+    """
+
+    code = "FORBIDDEN"
+    status = 403
+    default_message = "Not allowed"
+
+
+# --- 404 --------------------------------------------------------------------------------
+
+
+class NotFound(FlashsaleError):
+    """Base of the 404 refusals: the id in the path or the body names nothing the
+    caller may see. Never raised itself."""
+
+    status = 404
+
+
+class ProductNotFound(NotFound):
+    """``GET /products/{product_id}`` for an unknown product, or an order line that
+    gives only a ``product_id`` that names no product.
+
+    Details: ``product_id``.
+    """
+
+    code = "PRODUCT_NOT_FOUND"
+    default_message = "Product not found"
+
+
+class VariantNotFound(NotFound):
+    """An order or checkout line, a cart item (``PUT /me/cart/items/{variant_id}``) or an
+    admin restock names a variant that does not exist.
+
+    Details: ``variant_id``.
+    """
+
+    code = "VARIANT_NOT_FOUND"
+    default_message = "Variant not found"
+
+
+class CouponNotFound(NotFound):
+    """``GET /coupons/{coupon_id}`` or ``POST /coupons/{coupon_id}/issue`` for a coupon
+    that does not exist.
+
+    Details: ``coupon_id``.
+    """
+
+    code = "COUPON_NOT_FOUND"
+    default_message = "Coupon not found"
+
+
+class OrderNotFound(NotFound):
+    """``GET``, ``/payment`` or ``/cancel`` of ``/orders/{order_id}`` for an order that
+    does not exist or is another user's (the same answer for both).
+
+    Details: ``order_id``.
+    """
+
+    code = "ORDER_NOT_FOUND"
+    default_message = "Order not found"
+
+
+# --- 409 --------------------------------------------------------------------------------
+
+
+class Conflict(FlashsaleError):
+    """Base of the 409 refusals: the request is well-formed but the state of the sale,
+    the stock, the wallet or the coupon forbids it (a business rule of docs/rules.md).
+    Never raised itself."""
+
+    status = 409
+
+
+class EmailTaken(Conflict):
+    """``POST /auth/signup`` with an email (compared lower-cased) that is already
+    registered.
+
+    Details: ``email``.
+    """
+
+    code = "EMAIL_TAKEN"
+    default_message = "Email already registered"
+
+
+class BalanceLimitExceeded(Conflict):
+    """``POST /me/wallet/charges`` would take the balance above the wallet's maximum
+    (``MAX_BALANCE`` of :mod:`flashsale.wallet.service`).
+
+    Details: ``amount``, ``max_balance``.
+    """
+
+    code = "BALANCE_LIMIT_EXCEEDED"
+    default_message = "Balance would exceed the wallet's maximum"
+
+    def __init__(self, message: str | None = None, *, amount: int, max_balance: int) -> None:
+        super().__init__(
+            message or f"Balance would exceed {max_balance:,} KRW",
+            amount=amount,
+            max_balance=max_balance,
+        )
+
+
+class OutOfStock(Conflict):
+    """An order (``POST /orders``) or a checkout (``POST /me/cart/checkout``) asks for
+    more units of a variant than are left: refused by this process's stock gate, or by
+    the database's conditional stock update.
+
+    Details: ``variant_id``, ``requested``, ``available``.
+    """
+
+    code = "OUT_OF_STOCK"
+    default_message = "Not enough stock"
+
+
+class InsufficientBalance(Conflict):
+    """An order or checkout paid at once (``pay`` true), or ``POST
+    /orders/{order_id}/payment``, costs more than the wallet holds; a PENDING order
+    stays PENDING.
+
+    Details: ``required``, ``balance``.
+    """
+
+    code = "INSUFFICIENT_BALANCE"
+    default_message = "Wallet balance too low"
+
+
+class CouponNotUsable(Conflict):
+    """An order's ``user_coupon_id`` is not the caller's, is not ISSUED (already USED;
+    ``details.status``), has expired (``details.expires_at``), or was used by another
+    order at the same moment.
+
+    Details: ``status`` or ``expires_at`` when they explain the refusal.
+    """
+
+    code = "COUPON_NOT_USABLE"
+    default_message = "Coupon cannot be used"
+
+
+class CouponMinOrderNotMet(Conflict):
+    """An order's total (before the discount) is below its coupon's
+    ``min_order_amount``.
+
+    Details: ``min_order_amount``, ``total_amount``.
+    """
+
+    code = "COUPON_MIN_ORDER_NOT_MET"
+    default_message = "Order total below coupon minimum"
+
+
+class SaleNotOpen(Conflict):
+    """An order or checkout names a product outside its sale window
+    (``sale_starts_at ≤ now < sale_ends_at``).
+
+    Details: ``product_id``, ``sale_starts_at``, ``sale_ends_at``.
+    """
+
+    code = "SALE_NOT_OPEN"
+    default_message = "Product is not on sale now"
+
+
+class PurchaseLimitExceeded(Conflict):
+    """The units of a product the buyer already holds (PAID or PENDING orders) plus
+    this order's would pass the product's ``per_user_limit``.
+
+    Details: ``product_id``, ``limit``, ``already``, ``requested``.
+    """
+
+    code = "PURCHASE_LIMIT_EXCEEDED"
+    default_message = "Per-user purchase limit exceeded"
+
+
+class CouponSoldOut(Conflict):
+    """``POST /coupons/{coupon_id}/issue`` after the coupon's ``total_quantity`` has
+    been issued (final: refused at the edge by the coupon gate once it knows).
+
+    Details: ``coupon_id``.
+    """
+
+    code = "COUPON_SOLD_OUT"
+    default_message = "Coupon sold out"
+
+
+class CouponAlreadyIssued(Conflict):
+    """``POST /coupons/{coupon_id}/issue`` by a user who holds that coupon already (one
+    per user, whether sold out or not).
+
+    Details: ``coupon_id``.
+    """
+
+    code = "COUPON_ALREADY_ISSUED"
+    default_message = "Coupon already issued to this user"
+
+
+class CouponNotIssuable(Conflict):
+    """``POST /coupons/{coupon_id}/issue`` before ``issue_starts_at`` or from
+    ``issue_ends_at`` on.
+
+    Details: ``coupon_id``, ``issue_starts_at``, ``issue_ends_at``.
+    """
+
+    code = "COUPON_NOT_ISSUABLE"
+    default_message = "Coupon is outside its issue window"
+
+
+class OrderNotPayable(Conflict):
+    """``POST /orders/{order_id}/payment`` for an order that is not PENDING (paid,
+    cancelled, expired) or whose payment deadline ``expires_at`` has passed
+    (``details.status`` is then ``EXPIRED``).
+
+    Details: ``order_id``, ``status``.
+    """
+
+    code = "ORDER_NOT_PAYABLE"
+    default_message = "Order cannot be paid (not pending or expired)"
+
+
+class OrderNotCancellable(Conflict):
+    """``POST /orders/{order_id}/cancel`` for an order already CANCELLED or EXPIRED, or
+    one whose status changed while it was being cancelled (``details.status`` is then
+    ``CHANGED``).
+
+    Details: ``order_id``, ``status``.
+    """
+
+    code = "ORDER_NOT_CANCELLABLE"
+    default_message = "Order cannot be cancelled"
+
+
+class IdempotencyKeyInUse(Conflict):
+    """A POST with an ``Idempotency-Key`` whose first request is still running (retry
+    later: the key is taken over once its lock, ``FLASHSALE_IDEMPOTENCY_LOCK_S``, has
+    passed).
+
+    Details: ``idempotency_key``.
+    """
+
+    code = "IDEMPOTENCY_KEY_IN_USE"
+    default_message = "A request with this Idempotency-Key is still running"
+
+
+class CartEmpty(Conflict):
+    """``POST /me/cart/checkout`` with an empty cart."""
+
+    code = "CART_EMPTY"
+    default_message = "The cart is empty"
+
+
+class CartFull(Conflict):
+    """``PUT /me/cart/items/{variant_id}`` adds a new variant to a cart that holds the
+    most variants an order may have (``MAX_CART_ITEMS`` of :mod:`flashsale.cart.service`).
+
+    Details: ``max_items``.
+    """
+
+    code = "CART_FULL"
+    default_message = "The cart is full"
+
+    def __init__(self, message: str | None = None, *, max_items: int) -> None:
+        super().__init__(
+            message or f"The cart holds at most {max_items} variants", max_items=max_items
+        )
+
+
+# --- 422 --------------------------------------------------------------------------------
+
+
+class InvalidRequest(FlashsaleError):
+    """Base of the 422 refusals the services raise (request validation by FastAPI
+    answers ``VALIDATION_ERROR`` too). Never raised itself."""
+
+    status = 422
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    """An ``Idempotency-Key`` already used by the caller for a different request
+    (another method, path or body).
+
+    Details: ``idempotency_key``.
+    """
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = "Idempotency-Key was already used with a different request"
+
+
+class ValidationFailed(InvalidRequest):
+    """Also a rule the request schema cannot check: an admin product whose SKU is already
+    used, an order naming a variant twice, or a line whose ``variant_id`` is not a
+    variant of its ``product_id``.
+
+    Details: ``field`` and the values concerned (``sku``, ``variant_id``, ``product_id``).
+    """
+
+    code = "VALIDATION_ERROR"
+    default_message = "Invalid input"
+
+
+class ChargeAmountOutOfRange(InvalidRequest):
+    """``POST /me/wallet/charges`` with an amount outside the allowed range
+    (``MIN_CHARGE`` to ``MAX_CHARGE`` of :mod:`flashsale.wallet.service`, inclusive).
+
+    Details: ``amount``, ``min``, ``max``.
+    """
+
+    code = "CHARGE_AMOUNT_OUT_OF_RANGE"
+    default_message = "Charge amount out of range"
+
+    def __init__(self, message: str | None = None, *, amount: int, min: int, max: int) -> None:
+        super().__init__(
+            message or f"Charge amount must be between {min:,} and {max:,} KRW",
+            amount=amount,
+            min=min,
+            max=max,
+        )
+
+
+class VariantRequired(InvalidRequest):
+    """An order line gives only a ``product_id`` for a product that has several
+    variants: it must give ``variant_id``.
+
+    Details: ``product_id``.
+    """
+
+    code = "VARIANT_REQUIRED"
+    default_message = "Product has several variants: give variant_id"
+
+
+class InvalidCursor(InvalidRequest):
+    """A paged list (``GET /products``, ``/me/orders``, ``/me/wallet/transactions``)
+    got a ``cursor`` this service did not make.
+
+    Details: ``cursor``.
+    """
+
+    code = "INVALID_CURSOR"
+    default_message = "Malformed pagination cursor"
+
+
+# --- 503 --------------------------------------------------------------------------------
+
+
+class ServiceBusy(FlashsaleError):
+    """The database did not answer in time: SQLite's lock still held past
+    ``FLASHSALE_DB_BUSY_TIMEOUT_MS``, or PostgreSQL unreachable (any database operational
+    error is answered so). Nothing was changed; the answer carries ``Retry-After: 1``.
+    """
+
+    code = "SERVICE_BUSY"
+    status = 503
+    default_message = "Database busy, retry later"

@@ -1,7 +1,8 @@
 """Runtime settings, read from ``FLASHSALE_*`` environment variables (pydantic-settings).
 
 ``create_app(settings)`` takes a :class:`Settings` object, so tests and notebooks
-build one directly and need no environment variables.
+build one directly and need no environment variables. Every field's description is
+rendered into docs/reference/settings.md (``python -m flashsale.reference --write``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Placeholder secret accepted only outside production (DESIGN §7: ``JWT_SECRET``).
+#: Placeholder secret accepted only outside production (docs/reference/settings.md).
 DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me-0123456789"
 
 
@@ -29,65 +30,211 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLASHSALE_", extra="ignore")
 
-    environment: Literal["development", "test", "production"] = "development"
-    database_url: str = "sqlite:///./flashsale.db"
-    jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
-    jwt_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
-    data_platform_url: str | None = None
-    #: How often an idle outbox relay looks for events to deliver.
-    outbox_poll_s: float = Field(default=0.5, gt=0, le=60)
-    #: Events one relay claims (and delivers concurrently) per round.
-    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
-    #: A relay's claim on its batch; after it, another relay may take the events over.
-    outbox_lease_s: float = Field(default=30.0, gt=0, le=3600)
-    #: Retry backoff after a failed delivery: random in [0, min(max, base × 2**attempts)].
-    outbox_backoff_base_s: float = Field(default=0.5, gt=0, le=3600)
-    #: Cap of the retry backoff: a failing event is retried at least this often, forever.
-    outbox_backoff_max_s: float = Field(default=60.0, gt=0, le=86400)
-    #: One delivery attempt (POST to ``data_platform_url``) may take this long.
-    data_platform_timeout_s: float = Field(default=5.0, gt=0, le=300)
-    redis_url: str | None = None
-    order_payment_timeout_s: int = Field(default=600, ge=1)
-    #: How often each instance looks for overdue PENDING orders to expire.
-    order_expiry_sweep_s: float = Field(default=1.0, gt=0, le=60)
-    #: Idempotency keys are kept at least this long (DESIGN §5: ≥ 24 h), then purged.
-    idempotency_ttl_s: int = Field(default=86400, ge=1)
-    #: An IN_PROGRESS key older than this belongs to a request that died; it may be taken over.
-    idempotency_lock_s: float = Field(default=60.0, gt=0)
-    ranking_bucket_s: int = Field(default=60, ge=1, le=3600)
-    #: The in-memory window keeps 7 days, the longest ``days`` of ``/products/popular``.
-    ranking_window_s: int = Field(default=7 * 86400, ge=86400)
-    #: How often each process picks up sales committed by other processes.
-    ranking_poll_s: float = Field(default=0.5, gt=0, le=2.0)
-    #: How long the ranking follower waits for an outbox id below the newest one seen
-    #: (a transaction still running on PostgreSQL); longer than any order transaction.
-    ranking_gap_timeout_s: float = Field(default=60.0, gt=0, le=3600)
-    #: Catalog reads (``/products``, ``/products/{id}``, ``/products/popular``) are served
-    #: from a per-process cache for at most this long; 0 reads the database every time.
-    read_cache_s: float = Field(default=1.0, ge=0, le=60)
-    #: DESIGN §2 gate freshness: a local "sold out" older than this is re-checked.
-    gate_freshness_s: float = Field(default=1.0, ge=0)
-    admin_email: str | None = None
-    admin_password: SecretStr | None = None
-    #: bcrypt cost (log2 rounds); lower it for tests and demos with thousands of users.
-    password_hash_cost: int = Field(default=12, ge=4, le=16)
-    #: FastAPI's native OpenTelemetry (traces, metrics, logs to the global providers).
-    opentelemetry: bool = False
-    db_pool_size: int = Field(default=8, ge=1, le=100)
-    #: Group commit: the writes of a process (every one goes through its writer)
-    #: committed together, at most this many per transaction.
-    writer_max_batch: int = Field(default=128, ge=1, le=10_000)
-    #: Group commit on PostgreSQL: writer threads (connections) per process, each
-    #: committing its own batches (SQLite always has one: one writer at a time). Two
-    #: measured best on 2 cores: as many orders/s as 4 or 8, with less CPU per order
-    #: and a lower p99 (fewer threads waiting for the GIL and for each other's locks).
-    writer_threads: int = Field(default=2, ge=1, le=64)
-    #: Group commit: a batch of one waits this long (ms) once for others to join it.
-    writer_window_ms: float = Field(default=1.0, ge=0, le=100)
-    db_busy_timeout_ms: int = Field(default=30_000, ge=0)
-    #: Log lines as plain text or JSON objects (each with its request id).
-    log_format: Literal["text", "json"] = "text"
-    log_level: str = "warning"
+    environment: Literal["development", "test", "production"] = Field(
+        default="development",
+        description="Where the service runs. `production` refuses to start with the "
+        "development placeholder `jwt_secret`; nothing else depends on it.",
+    )
+    database_url: str = Field(
+        default="sqlite:///./flashsale.db",
+        description="The database, in its plain form: `sqlite:///path.db` or "
+        "`postgresql://user:password@host:port/name`; the async and sync drivers are "
+        "chosen from it. The default is a SQLite file in the working directory.",
+    )
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(DEVELOPMENT_JWT_SECRET),
+        description="HS256 key that signs and verifies the access tokens. The default is "
+        "a public development placeholder, refused when `environment` is `production`; "
+        "every instance of one deployment needs the same secret.",
+    )
+    jwt_ttl_s: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        description="Lifetime of an access token from `POST /api/v1/auth/token`, seconds.",
+    )
+    data_platform_url: str | None = Field(
+        default=None,
+        description="URL the outbox relay POSTs each event to (the data platform's "
+        "`/events` endpoint). Unset: events stay in the outbox and only the backlog is "
+        "measured.",
+    )
+    outbox_poll_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often an idle outbox relay looks for events to deliver, seconds.",
+    )
+    outbox_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Events one relay claims (and delivers concurrently) per round.",
+    )
+    outbox_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A relay's claim on its batch, seconds; after it, another relay (of "
+        "another process) may take the events over.",
+    )
+    outbox_backoff_base_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=3600,
+        description="Retry backoff after a failed delivery, seconds: random in "
+        "[0, min(`outbox_backoff_max_s`, base × 2^attempts)].",
+    )
+    outbox_backoff_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="Cap of the retry backoff, seconds: a failing event is retried at "
+        "least this often, forever.",
+    )
+    data_platform_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How long one delivery attempt (POST to `data_platform_url`) may "
+        "take, seconds; past it the attempt counts as failed.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Accepted for compatibility but not used: the service keeps no state "
+        "in Redis (the database is the only shared state).",
+    )
+    order_payment_timeout_s: int = Field(
+        default=600,
+        ge=1,
+        description="How long a PENDING order (`pay` false) holds its stock and coupon "
+        "before it expires, seconds (its `expires_at`).",
+    )
+    order_expiry_sweep_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often each instance looks for overdue PENDING orders to expire, seconds.",
+    )
+    idempotency_ttl_s: int = Field(
+        default=86400,
+        ge=1,
+        description="Idempotency keys are kept at least this long, seconds (a retry "
+        "within it replays the first answer), then purged.",
+    )
+    idempotency_lock_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="An IN_PROGRESS idempotency key older than this, seconds, belongs to "
+        "a request that died; a retry may take it over.",
+    )
+    ranking_bucket_s: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="Width of one bucket of the in-memory ranking window, seconds; "
+        "`ranking_window_s` must be a multiple of it.",
+    )
+    ranking_window_s: int = Field(
+        default=7 * 86400,
+        ge=86400,
+        description="Span of the in-memory ranking window, seconds; the default 7 days "
+        "is the longest `days` of `/products/popular`.",
+    )
+    ranking_poll_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=2.0,
+        description="How often each process picks up sales committed by other processes "
+        "(the ranking follower reads the outbox), seconds.",
+    )
+    ranking_gap_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How long the ranking follower waits for an outbox id below the "
+        "newest one seen (a transaction still running on PostgreSQL), seconds; longer "
+        "than any order transaction.",
+    )
+    read_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="Catalog reads (`/products`, `/products/{id}`, `/products/popular`) "
+        "are served from a per-process cache for at most this long, seconds; 0 reads "
+        "the database every time.",
+    )
+    gate_freshness_s: float = Field(
+        default=1.0,
+        ge=0,
+        description='Freshness of the C++ gates, seconds: a local "sold out" older '
+        "than this is re-checked against the database.",
+    )
+    admin_email: str | None = Field(
+        default=None,
+        description="With `admin_password`: `flashsale serve` creates this admin user "
+        "at start if it does not exist. Unset: no admin is created.",
+    )
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the admin user created from `admin_email`.",
+    )
+    password_hash_cost: int = Field(
+        default=12,
+        ge=4,
+        le=16,
+        description="bcrypt cost (log2 of the rounds) of new password hashes; lower it "
+        "for tests and demos with thousands of users.",
+    )
+    opentelemetry: bool = Field(
+        default=False,
+        description="Turn on FastAPI's native OpenTelemetry (traces, metrics and logs "
+        "to the global providers). Off: only the Prometheus metrics are exported.",
+    )
+    db_pool_size: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Read connections per process (the pool may open as many again "
+        "as overflow); count it per worker and instance in the connection budget.",
+    )
+    writer_max_batch: int = Field(
+        default=128,
+        ge=1,
+        le=10_000,
+        description="Group commit: the writes of a process (every one goes through its "
+        "writer) are committed together, at most this many per transaction.",
+    )
+    writer_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Group commit on PostgreSQL: writer threads (connections) per "
+        "process, each committing its own batches; SQLite always has one. Two measured "
+        "best on 2 cores: as many orders/s as 4 or 8, less CPU per order, lower p99.",
+    )
+    writer_window_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Group commit: a batch of one waits this long, milliseconds, once "
+        "for others to join it.",
+    )
+    db_busy_timeout_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="SQLite busy timeout, milliseconds: how long a statement waits for "
+        "the database lock before the request is answered 503 `SERVICE_BUSY`.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as plain text or as JSON objects (each with its request id).",
+    )
+    log_level: str = Field(
+        default="warning",
+        description="Level of the log handler on the root logger: a Python logging level "
+        "name, any case (`debug`, `info`, `warning`, `error`, `critical`).",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
