@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need and runs every test: lint, types, the C++ suite
-# under ThreadSanitizer, and the Python suite twice: on SQLite (the embedded default)
+# Installs what the tests need and runs every test: lint, types, the docs build, the
+# C++ suite under ThreadSanitizer, and the Python suite twice: on SQLite (the embedded default)
 # and on PostgreSQL (started here if it is down), where the multi-instance proofs run.
 # Usage: bash scripts/test.sh [extra pytest args]
 set -euo pipefail
@@ -44,6 +44,17 @@ clang-format --dry-run --Werror cpp/include/flashsale/*.hpp cpp/src/*.cpp cpp/bi
 
 stage "mypy (strict)"
 mypy
+
+stage "docs (mkdocs build --strict)"
+# The docs extra's packages, read from pyproject.toml (installing ".[docs]" would
+# build the package and its C++ core once more).
+mapfile -t docs_requirements < <(python -c 'import tomllib
+print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"], sep="\n")')
+python -m pip install -q --disable-pip-version-check "${docs_requirements[@]}"
+docs_site="$(mktemp -d)"
+# NO_MKDOCS_2_WARNING: Material prints a notice about its future on every build.
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir "$docs_site"
+rm -rf "$docs_site"
 
 stage "C++ tests (GoogleTest under ThreadSanitizer)"
 bash scripts/test-cpp.sh
