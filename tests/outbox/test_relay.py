@@ -1,4 +1,4 @@
-"""The outbox relay against the in-process stand-in (DESIGN §2 "Events", §6 invariant 4).
+"""The outbox relay against the in-process stand-in (docs/invariants.md#events).
 
 At least once, never dropped, one relay per event at a time, backoff on failure,
 lease takeover after a crash, and the backlog metrics.
