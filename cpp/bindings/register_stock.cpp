@@ -80,6 +80,11 @@ void register_stock(py::module_& m) {
           "lines"_a,
           "All-or-nothing over [(sku, quantity), ...]: True and every counter decremented, "
           "or False and nothing changed.")
+      // Benchmark API, not used by the service: the same call with the GIL released
+      // around the C++ work. `flashsale bench core` times it against try_reserve to
+      // show the choice above is right (docs/performance.md); CouponGate's
+      // _try_issue_nogil and SlidingWindowRanking's _record_nogil are its siblings.
+      // Private (leading underscore) and typed in _core.pyi.
       .def(
           "_try_reserve_nogil",
           [](StockPool& pool, py::handle lines) {
@@ -88,7 +93,10 @@ void register_stock(py::module_& m) {
             py::gil_scoped_release release;
             return pool.try_reserve(parsed.span());
           },
-          "lines"_a, "try_reserve releasing the GIL (for the benchmark).")
+          "lines"_a,
+          "Benchmark API (`flashsale bench core`), not for the service: try_reserve with the "
+          "GIL released around the reservation, to measure what releasing it would cost. Same "
+          "arguments, result and errors as try_reserve.")
       .def(
           "release",
           [](StockPool& pool, py::handle lines) {

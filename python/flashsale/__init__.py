@@ -25,6 +25,9 @@ except ImportError as exc:  # pragma: no cover - only without a built extension
         "`pip install .` (or `pip install --no-build-isolation -e .`) so that it is built."
     ) from exc
 
+# The package's one version: the build (scikit-build-core's regex provider, see
+# pyproject.toml) reads it from this line for the distribution's metadata and the
+# C++ extension's ``flashsale._core.__version__``.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -2,6 +2,14 @@
 
 Every class is thread-safe without relying on the GIL. Bad arguments raise
 ``ValueError``; unknown ids raise ``KeyError(id)``. Ids and counts are int64.
+
+Benchmark API: ``StockPool._try_reserve_nogil``, ``CouponGate._try_issue_nogil`` and
+``SlidingWindowRanking._record_nogil`` exist only for ``flashsale bench core``
+(:mod:`flashsale.bench.core`); the service never calls them. Each is its public
+twin (same arguments, result and errors) with the GIL released around the C++ call.
+The public methods keep the GIL because their C++ work (tens of nanoseconds) costs
+less than releasing and re-taking it; the benchmark times both variants so that
+this choice is measured, not assumed (docs/performance.md).
 """
 
 import enum
@@ -29,7 +37,8 @@ class StockPool:
         (nothing changed in either case).
         """
     def _try_reserve_nogil(self, lines: Sequence[tuple[int, int]]) -> bool:
-        """try_reserve releasing the GIL; for ``flashsale bench core`` only."""
+        """Benchmark API (see the module docstring): :meth:`try_reserve` with the GIL
+        released."""
     def release(self, lines: Sequence[tuple[int, int]]) -> None:
         """Add the quantities back; same validation as try_reserve."""
     def __contains__(self, sku: object) -> bool: ...
@@ -57,7 +66,8 @@ class CouponGate:
         """ALREADY_ISSUED if the user holds per_user_limit, else SOLD_OUT if none
         remain, else ISSUED (remaining - 1, the user's count + 1). KeyError if unknown."""
     def _try_issue_nogil(self, coupon_id: int, user_id: int) -> IssueResult:
-        """try_issue releasing the GIL; for ``flashsale bench core`` only."""
+        """Benchmark API (see the module docstring): :meth:`try_issue` with the GIL
+        released."""
     def revoke(self, coupon_id: int, user_id: int) -> None:
         """Undo one ISSUED (remaining + 1, the user's count - 1).
 
@@ -108,7 +118,8 @@ class SlidingWindowRanking:
         ValueError if quantity and orders are both 0 or ts is not finite.
         """
     def _record_nogil(self, product_id: int, quantity: int, orders: int, ts: float) -> None:
-        """record releasing the GIL; for ``flashsale bench core`` only."""
+        """Benchmark API (see the module docstring): :meth:`record` with the GIL
+        released."""
     def record_many(
         self,
         product_ids: Sequence[int] | Buffer,

@@ -1,4 +1,10 @@
-"""The ``flashsale`` command line (DESIGN §7)."""
+"""The ``flashsale`` command line (docs/cli.md).
+
+``serve``, ``users create-admin``, ``audit``, ``migrate``, ``data-platform`` and
+``seed`` are parsed here; ``demo`` and ``bench`` hand their arguments to their own
+parsers (:mod:`flashsale.demo.run`, :mod:`flashsale.bench.core`,
+:mod:`flashsale.bench.ranking`, :mod:`flashsale.bench.http`).
+"""
 
 from __future__ import annotations
 
@@ -137,8 +143,35 @@ def _data_platform(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed(args: argparse.Namespace) -> int:
+    """``flashsale seed``: exit 0, 1 if the audit fails afterwards, 2 on bad input (e.g.
+    a database that is not empty)."""
+    from flashsale.seed import seed_history
+
+    url = args.database_url or Settings().database_url
+    try:
+        summary = asyncio.run(
+            seed_history(
+                url,
+                history_days=args.history_days,
+                orders_n=args.orders,
+                seed=args.seed,
+                users=args.users,
+                products_n=args.products,
+            )
+        )
+    except ValueError as exc:
+        print(f"flashsale seed: {exc}", file=sys.stderr)
+        return 2
+    print(summary.render())
+    return 0 if summary.audit_ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flashsale", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="flashsale",
+        description="The flashsale command line: the web service and its tools (docs/cli.md).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run migrations, then the web service")
@@ -155,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--password", required=True)
     admin.set_defaults(func=_users_create_admin)
 
-    audit = sub.add_parser("audit", help="check the invariants of DESIGN §6; exit 1 on failure")
+    audit = sub.add_parser(
+        "audit", help="check the invariants (docs/invariants.md); exit 1 on failure"
+    )
     audit.add_argument("--database-url", default=None)
     audit.add_argument(
         "--service-url",
@@ -191,12 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
     platform.add_argument("--seed", type=int, default=None, help="seed of the failure draws")
     platform.set_defaults(func=_data_platform)
 
-    # demo, seed and bench parse their own flags.
+    seed = sub.add_parser(
+        "seed",
+        help="seed a month of sales (see `flashsale seed --help`)",
+        description="Fill an empty database with a realistic history of sales, through the "
+        "domain services.",
+    )
+    seed.add_argument("--history-days", type=int, default=30, help="days of history, ending now")
+    seed.add_argument("--orders", type=int, default=2_000, help="order attempts")
+    seed.add_argument("--users", type=int, default=None, help="shoppers (default: orders / 8)")
+    seed.add_argument("--products", type=int, default=120, help="regular products")
+    seed.add_argument(
+        "--database-url", default=None, help="default: FLASHSALE_DATABASE_URL or the settings'"
+    )
+    seed.add_argument("--seed", type=int, default=7, help="random seed (same seed, same month)")
+    seed.set_defaults(func=_seed)
+
+    # demo and bench parse their own flags.
     sub.add_parser(
         "demo", help="run the flash-sale demo (see `flashsale demo --help`)", add_help=False
-    )
-    sub.add_parser(
-        "seed", help="seed a month of sales (see `flashsale seed --help`)", add_help=False
     )
     sub.add_parser("bench", help="benchmarks: `flashsale bench core|ranking|http`", add_help=False)
     return parser
@@ -213,10 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flashsale.demo import main as demo_main
 
         return demo_main(argv[1:])
-    if argv and argv[0] == "seed":
-        from flashsale.seed import main as seed_main
-
-        return seed_main(argv[1:])
     if argv and argv[0] == "bench":
         if len(argv) < 2 or argv[1] not in {"core", "ranking", "http"}:
             print("usage: flashsale bench core|ranking|http [options]", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the service (DESIGN §5 "Operations": ``GET /metrics``).
+"""Prometheus metrics of the service, served at ``GET /metrics`` (docs/operations.md).
 
 Every metric object lives here so that domain services can count without
 importing the web layer; :mod:`flashsale.api.observability` serves them.
@@ -28,6 +28,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -41,6 +42,9 @@ __all__ = [
     "LATENCY_BUCKETS",
     "MULTIPROC_DIR_ENV",
     "ORDERS",
+    "OUTBOX_BACKLOG",
+    "OUTBOX_DELIVERIES",
+    "OUTBOX_OLDEST_AGE",
     "REQUEST_LATENCY",
     "UNMATCHED_ROUTE",
     "WRITER_BATCH_SIZE",
@@ -115,6 +119,29 @@ WRITER_BATCH_SIZE = Histogram(
 )
 """How many admitted writes (orders, coupon issues) share one commit."""
 
+OUTBOX_BACKLOG = Gauge(
+    "flashsale_outbox_backlog_events",
+    "Outbox events not yet delivered to the data platform.",
+    multiprocess_mode="livemax",
+)
+"""Set by the outbox relay (:mod:`flashsale.outbox.relay`) every round, from the database:
+the same value in every process, hence ``livemax``."""
+
+OUTBOX_OLDEST_AGE = Gauge(
+    "flashsale_outbox_oldest_age_seconds",
+    "Age of the oldest undelivered outbox event in seconds (0 if none).",
+    multiprocess_mode="livemax",
+)
+"""Seconds; set by the outbox relay with :data:`OUTBOX_BACKLOG`."""
+
+OUTBOX_DELIVERIES = Counter(
+    "flashsale_outbox_deliveries_total",
+    "Delivery attempts of outbox events to the data platform, by outcome.",
+    ["outcome"],
+)
+"""Label ``outcome``: ``delivered`` (a 2xx answer) or ``failed`` (any other status, a
+timeout or a connection error)."""
+
 # Series that exist from start-up with 0, so that rate() and absence alerts work
 # before the first event of each kind.
 for _outcome in ("paid", "pending", "out_of_stock", "insufficient_balance"):
@@ -129,6 +156,8 @@ for _gate, _reason in (
     GATE_REJECTIONS.labels(gate=_gate, reason=_reason)
 for _outcome in ("commit", "rollback"):
     DB_TRANSACTIONS.labels(outcome=_outcome)
+for _outcome in ("delivered", "failed"):
+    OUTBOX_DELIVERIES.labels(outcome=_outcome)
 
 
 def observe_order(outcome: str) -> None:
@@ -166,8 +195,8 @@ def render_latest() -> tuple[bytes, str]:
 
     In multiprocess mode the values of all processes (live and dead) are merged
     from the files in :func:`multiprocess_dir`; otherwise the default registry of
-    this process is rendered (it also holds the metrics other modules define, such
-    as the outbox backlog gauges).
+    this process is rendered (it also holds any metric registered elsewhere, e.g.
+    prometheus_client's own process and platform collectors).
 
     Reads files in multiprocess mode: call it off the event loop.
 

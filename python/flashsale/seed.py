@@ -9,7 +9,7 @@ purchase limit, coupon rules, balance), later payments by ``pay_order``,
 cancellations by ``cancel_order`` (refund, stock and coupon back, ranking
 undone) and abandoned pay-later orders by ``expire_overdue``. Orders are
 placed in time order at past times (the services' ``now``), so every rule is
-checked as it would have been then; the audit (DESIGN §6) holds afterwards.
+checked as it would have been then; the audit (docs/invariants.md) holds afterwards.
 
 The month (``--history-days`` ending now, deterministic for a ``--seed``):
 
@@ -31,22 +31,25 @@ The month (``--history-days`` ending now, deterministic for a ``--seed``):
 - **Pay later**: ~3 % of orders are placed unpaid; most are paid minutes later,
   the rest expire.
 
-Limitations of back-dating: the coupon, wallet and auth services stamp their
-rows with the current time (they take no ``now``), so user coupons are
-``issued_at`` the seeding time and wallet charges and sign-ups are dated then,
-after the orders that use them. Sale windows and coupon validity are set to
-cover the history. Seeded users' password is ``SEEDED_PASSWORD``, hashed with
-the lowest bcrypt cost (thousands of sign-ups; these accounts are synthetic).
+Back-dating: the order, wallet and coupon-issue services take a ``now``, so orders,
+payments, cancellations and expiries happen at their time in the history, opening
+balances are charged and coupons issued at its start, and top-ups are charged at the
+time of the order that needs them. Creating a user (auth), a product (catalog) or a
+coupon takes no ``now``: users' sign-ups and the ``created_at`` of products and
+coupons are the seeding time, after the orders that use them. Sale windows and
+coupon validity are set to cover the history. Seeded users' password is
+``SEEDED_PASSWORD``, hashed with the lowest bcrypt cost (thousands of sign-ups;
+these accounts are synthetic).
+
+The command line (options and exit codes) is in :mod:`flashsale.cli`; this module
+is :func:`seed_history`.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import heapq
 import math
 import random
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -704,46 +707,3 @@ def _kept_totals(database_url: str, summary: SeedSummary, limited: list[PlannedP
                 summary.limited.append((p.name, int(sold), p.stock))
     finally:
         engine.dispose()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="flashsale seed",
-        description="Fill an empty database with a realistic history of sales, through the "
-        "domain services.",
-    )
-    parser.add_argument("--history-days", type=int, default=30, help="days of history, ending now")
-    parser.add_argument("--orders", type=int, default=2_000, help="order attempts")
-    parser.add_argument("--users", type=int, default=None, help="shoppers (default: orders / 8)")
-    parser.add_argument("--products", type=int, default=120, help="regular products")
-    parser.add_argument(
-        "--database-url", default=None, help="default: FLASHSALE_DATABASE_URL or the settings'"
-    )
-    parser.add_argument("--seed", type=int, default=7, help="random seed (same seed, same month)")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    """``flashsale seed``; exit 0, 1 if the audit fails afterwards, 2 on bad input."""
-    args = build_parser().parse_args(argv)
-    url = args.database_url or Settings().database_url
-    try:
-        summary = asyncio.run(
-            seed_history(
-                url,
-                history_days=args.history_days,
-                orders_n=args.orders,
-                seed=args.seed,
-                users=args.users,
-                products_n=args.products,
-            )
-        )
-    except ValueError as exc:
-        print(f"flashsale seed: {exc}", file=sys.stderr)
-        return 2
-    print(summary.render())
-    return 0 if summary.audit_ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

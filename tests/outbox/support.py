@@ -11,6 +11,7 @@ import anyio
 import httpx
 from sqlalchemy import insert, select
 
+from flashsale.data_platform.client import read_all_events
 from flashsale.db.engine import Database
 from flashsale.db.models import outbox
 from flashsale.db.session import transaction
@@ -72,16 +73,13 @@ async def outbox_rows(db: Database) -> list[dict[str, Any]]:
 
 async def all_platform_events(client: httpx.AsyncClient, page: int = 50) -> list[dict[str, Any]]:
     """Every event the stand-in stored, following ``next_after``."""
-    items: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        response = await client.get("/events", params={"after": after, "limit": page})
+
+    async def get_page(params: dict[str, int]) -> object:
+        response = await client.get("/events", params=params)
         assert response.status_code == 200, response.text
-        body = response.json()
-        items += body["items"]
-        if body["next_after"] is None:
-            return items
-        after = body["next_after"]
+        return response.json()
+
+    return await read_all_events(get_page, limit=page)
 
 
 def soon(seconds: float) -> datetime:

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import insert, select
 
+from flashsale.data_platform.client import read_all_events_sync
 from flashsale.db.engine import make_sync_engine
 from flashsale.db.migrate import upgrade
 from flashsale.db.models import outbox
@@ -196,14 +197,11 @@ def test_a_relay_killed_mid_delivery_loses_nothing(tmp_path: Path) -> None:
 
         final = rows()
         body = stats()
-        stored: list[str] = []
-        after = 0
-        while True:
-            page = http.get("/events", params={"after": after, "limit": 100}).json()
-            stored += [item["event_id"] for item in page["items"]]
-            if page["next_after"] is None:
-                break
-            after = page["next_after"]
+        pages = read_all_events_sync(
+            lambda params: http.get("/events", params=params).raise_for_status().json(),
+            limit=100,
+        )
+        stored = [item["event_id"] for item in pages]
     engine.dispose()
 
     assert sorted(stored) == sorted(event_ids)  # exactly one copy of each

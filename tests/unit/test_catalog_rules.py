@@ -1,4 +1,5 @@
-"""Sale windows: open on ``starts_at ≤ now < ends_at``; product status from window and stock."""
+"""Time windows (a product's sale, a coupon's issue): open on ``starts ≤ now < ends``;
+product status from window and stock."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flashsale.catalog.service import product_status, sale_is_open
-from flashsale.coupons.service import issue_window_open
+from flashsale.catalog.service import product_status, sale_is_open, window_is_open
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 S = timedelta(microseconds=1)
@@ -15,7 +15,7 @@ START = NOW - timedelta(hours=1)
 END = NOW + timedelta(hours=1)
 
 
-@pytest.mark.parametrize("check", [sale_is_open, issue_window_open])
+@pytest.mark.parametrize("check", [window_is_open, sale_is_open])
 @pytest.mark.parametrize(
     ("starts", "ends", "now", "expected"),
     [

@@ -4,7 +4,9 @@ Measures, in one run and with 1 and 2 threads (each figure the best of a few
 interleaved rounds, since the machine may be busy), calls per second of
 ``StockPool.try_reserve``, ``CouponGate.try_issue`` and
 ``SlidingWindowRanking.record`` (each with the GIL kept and released, to justify
-which one the bindings use), events per second of ``record_many`` from
+which one the bindings use; the released variants are the extension's benchmark
+API, ``_try_reserve_nogil``, ``_try_issue_nogil`` and ``_record_nogil``, which only
+this module calls), events per second of ``record_many`` from
 ``array.array`` buffers, the latency of ``top(5)`` over a 3-day window of
 60-second buckets, and the ranking's memory per (product, bucket) pair. The
 Python equivalents are a dict guarded by a ``threading.Lock`` (stock, coupons)

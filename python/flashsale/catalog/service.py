@@ -32,9 +32,21 @@ from flashsale.db.writer import Tx, run_in_session
 from flashsale.errors import ProductNotFound, ValidationFailed, VariantNotFound
 
 
-def sale_is_open(starts_at: datetime | None, ends_at: datetime | None, now: datetime) -> bool:
-    """Whether ``starts_at ≤ now < ends_at`` (a missing bound is open)."""
-    return (starts_at is None or starts_at <= now) and (ends_at is None or now < ends_at)
+def window_is_open(starts: datetime | None, ends: datetime | None, now: datetime) -> bool:
+    """Whether ``starts ≤ now < ends``: the start is inclusive, the end exclusive, and a
+    missing (None) bound is open. Times are aware UTC datetimes.
+
+    The one rule of every time window (docs/rules.md): a product's sale window
+    (``sale_starts_at``/``sale_ends_at``, checked when an order is placed) and a
+    coupon's issue window (``issue_starts_at``/``issue_ends_at``, checked when a
+    coupon is issued).
+    """
+    return (starts is None or starts <= now) and (ends is None or now < ends)
+
+
+#: A product's sale window is open: :func:`window_is_open` under the name the order
+#: rules use.
+sale_is_open = window_is_open
 
 
 def product_status(

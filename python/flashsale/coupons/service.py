@@ -1,7 +1,7 @@
 """Coupon rules: issue window, first come first served, one per user.
 
 Issuing is admitted by the per-process C++ gate and confirmed by the database
-(DESIGN §2): ``issued_count`` is raised only while below ``total_quantity``
+(docs/architecture.md#gates): ``issued_count`` is raised only while below ``total_quantity``
 (a conditional ``UPDATE``) and ``(coupon_id, user_id)`` is unique, so the count
 is exact across any number of processes. When the database refuses, the gate's
 admission is revoked and the gate learns the database's answer.
@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flashsale import IssueResult
+from flashsale.catalog.service import window_is_open
 from flashsale.coupons.schemas import CouponIn, CouponOut, IssueOut, MyCouponOut
 from flashsale.db.models import coupons, user_coupons
 from flashsale.db.prepared import Prepared
@@ -52,7 +53,7 @@ _COUNT_ISSUE = Prepared(
 def compute_discount(
     total: int, discount_type: str, discount_value: int, max_discount: int | None
 ) -> int:
-    """Discount in KRW for an order ``total`` (DESIGN §5 "Discount").
+    """Discount in KRW for an order ``total`` (the rule is in docs/rules.md).
 
     FIXED takes ``discount_value``; PERCENT takes ``floor(total × value / 100)``
     capped at ``max_discount``; the result never exceeds ``total``.
@@ -108,11 +109,6 @@ async def create_coupon(session: AsyncSession, body: CouponIn) -> CouponOut:
     return await run_in_session(session, partial(create_coupon_op, body=body))
 
 
-def issue_window_open(starts: datetime | None, ends: datetime | None, now: datetime) -> bool:
-    """Whether ``starts ≤ now < ends`` (a missing bound is open)."""
-    return (starts is None or starts <= now) and (ends is None or now < ends)
-
-
 _ISSUED = COUPON_ISSUES.labels(outcome="issued")
 
 
@@ -123,7 +119,8 @@ async def refuse_early(
     session opens.
 
     Checks, in the order of :func:`issue`, only what the gate knows: the issue window
-    of a coupon already loaded, then the gate's ``ALREADY_ISSUED``/``SOLD_OUT``. A
+    of a coupon already loaded (:func:`~flashsale.catalog.service.window_is_open`),
+    then the gate's ``ALREADY_ISSUED``/``SOLD_OUT``. A
     "sold out" older than the freshness bound is re-read first (one read-only query
     shared by every request that meets it, in a session of ``reader``). Returns when
     the request may succeed (or the gate cannot tell); :func:`issue` then decides
@@ -137,7 +134,7 @@ async def refuse_early(
         return
     error: FlashsaleError | None = None
     starts, ends, _valid_days = terms
-    if not issue_window_open(starts, ends, now):
+    if not window_is_open(starts, ends, now):
         error = CouponNotIssuable(coupon_id=coupon_id, issue_starts_at=starts, issue_ends_at=ends)
     else:
         refusal = gate.refusal(coupon_id, user_id)
@@ -200,7 +197,7 @@ def issue_op(
 def _issue(tx: Tx, gate: CouponIssueGate, coupon_id: int, user_id: int, now: datetime) -> IssueOut:
     conn = tx.conn
     starts, ends, valid_days = gate.terms_of(conn, coupon_id, user_id)
-    if not issue_window_open(starts, ends, now):
+    if not window_is_open(starts, ends, now):
         raise CouponNotIssuable(coupon_id=coupon_id, issue_starts_at=starts, issue_ends_at=ends)
     result = gate.try_issue(conn, coupon_id, user_id)
     if result == IssueResult.ALREADY_ISSUED:

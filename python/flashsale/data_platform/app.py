@@ -11,7 +11,8 @@ Endpoints:
   which makes the sender retry an event this side already has.
 - ``GET /events?type=&limit=&after=`` -- stored events in storage order:
   ``{"items": [{id, event_id, type, received_at, idempotency_key, event}],
-  "next_after": <id to pass as after> | null}``.
+  "next_after": <id to pass as after> | null}``; ``limit`` ≤ 1000. Read every page with
+  :func:`~flashsale.data_platform.client.read_all_events`.
 - ``GET /stats`` -- ``{received, stored, duplicates, failed, by_type: {type: n}}``,
   persisted in the database file (see :class:`~flashsale.data_platform.store.Stats`).
 - ``GET /config``, ``PUT /config {fail_rate?, latency_ms?}`` -- failure injection
@@ -31,6 +32,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from flashsale.data_platform.client import MAX_PAGE
 from flashsale.data_platform.store import EventStore, StoredEvent
 
 
@@ -170,7 +172,7 @@ def create_app(
     @app.get("/events")
     async def list_events(
         event_type: Annotated[str | None, Query(alias="type", max_length=255)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         after: Annotated[int, Query(ge=0)] = 0,
     ) -> EventPage:
         """Stored events with ``id > after``, in storage order."""

@@ -8,9 +8,15 @@ Modules:
 - :mod:`flashsale.demo.client` -- the asyncio load driver (round-robin over one or
   several instances) and per-scenario tallies, in total and per instance.
 - :mod:`flashsale.demo.world` -- the demo's own account of the catalog, users and orders.
-- :mod:`flashsale.demo.scenarios` -- seeding, the coupon rush, limited rush, shopping
-  (pay-later, cancellations, carts, idempotent retries) and flash-deal expiry scenarios,
-  and the checks of what the service serves.
+- :mod:`flashsale.demo.common` -- the demo's parameters, its error and the helpers that
+  check and note what the service answered.
+- :mod:`flashsale.demo.seeding` -- the catalog, the coupon and the charged users, over HTTP.
+- :mod:`flashsale.demo.scenarios` -- the coupon rush, the limited rush and the flash-deal
+  expiry release.
+- :mod:`flashsale.demo.shopper` -- ordinary shopping (pay-later, cancellations, carts,
+  idempotent retries).
+- :mod:`flashsale.demo.checks` -- the end checks of what the service serves (expiries,
+  stock, wallets, the popular ranking).
 - :mod:`flashsale.demo.events` -- the end checks of the outbox, the orders, the
   idempotency keys and the events the stand-in received.
 - :mod:`flashsale.demo.transactions` -- database transactions per coupon issued or order

@@ -13,7 +13,7 @@ and the events the data-platform stand-in received.
   outbox and with the demo's own account (:class:`~flashsale.demo.world.World`), and
   return findings (empty: all agree).
 
-Delivery is at least once (DESIGN §2): the stand-in may receive an event several
+Delivery is at least once (docs/compatibility.md): the stand-in may receive an event several
 times (a lost acknowledgement makes the relay send it again), but must store exactly
 one copy of each, and the copies must be exactly the outbox's events.
 """
@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from flashsale.data_platform.client import read_all_events
 from flashsale.db.engine import make_sync_engine
 from flashsale.db.models import idempotency_keys, orders, outbox
 from flashsale.demo.client import ApiClient
@@ -53,8 +54,6 @@ __all__ = [
 BACKLOG_METRIC = "flashsale_outbox_backlog_events"
 #: Seconds between two looks at the relay's progress.
 _POLL_S = 0.1
-#: Events per ``GET /events`` page (the stand-in's maximum).
-_PAGE = 1000
 #: At most this many findings per check (the rest are counted).
 _MAX_FINDINGS = 20
 
@@ -254,19 +253,17 @@ async def fetch_stored_events(api: ApiClient, platform_url: str) -> list[dict[st
     Raises:
         RuntimeError: a page was refused or malformed.
     """
-    events: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        reply = await api.fetch(f"{platform_url}/events", params={"limit": _PAGE, "after": after})
-        body = reply.json_dict()
-        items = body.get("items")
-        if not reply.ok or not isinstance(items, list):
-            raise RuntimeError(f"GET /events after {after}: {reply.status} {reply.body!r:.200}")
-        events.extend(items)
-        next_after = body.get("next_after")
-        if not isinstance(next_after, int):
-            return events
-        after = next_after
+
+    async def get_page(params: dict[str, int]) -> object:
+        reply = await api.fetch(f"{platform_url}/events", params=params)
+        if not reply.ok:
+            raise RuntimeError(f"GET /events {params}: {reply.status} {reply.body!r:.200}")
+        return reply.body
+
+    try:
+        return await read_all_events(get_page)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 def _capped(findings: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ or abandoned, cancellations, cart checkouts, retries with an ``Idempotency-Key``
 the flash-deal expiry alongside, with many concurrent clients. Then it waits for the
 expiries and for the relays to deliver every event, checks stock, wallets, ranking (on
 every instance), orders, keys and the stand-in's copy of the events against its own
-account, runs the audit (DESIGN §6, invariant 5 against every instance), prints a
+account, runs the audit (docs/invariants.md; the ranking check against every instance), prints a
 report, and exits non-zero if anything was wrong. Every child process is stopped on
 every way out (end, failure, Ctrl-C, SIGTERM).
 
@@ -27,9 +27,10 @@ The database (``--database-url``):
 Several instances (``--instances N``) share the one database, the JWT secret and the
 admin, each on its own port with its own log; the load client sends each request to
 the next instance in turn, so one user's requests hit different instances and the shop
-must behave as one. PostgreSQL is the multi-instance setup (DESIGN §2 "Scale-out").
+must behave as one. PostgreSQL is the multi-instance setup
+(docs/architecture.md#per-process-and-shared).
 On SQLite several instances are allowed too: they are only more processes on one
-machine sharing one file, which DESIGN §2 supports for any number of worker processes,
+machine sharing one file, which works for any number of worker processes,
 so it shows that the instances agree -- but every write still queues for SQLite's one
 write lock, so it shows nothing about scaling out.
 
@@ -66,7 +67,9 @@ from tqdm import tqdm
 
 from flashsale.db.migrate import upgrade
 from flashsale.db.provision import create_database, drop_database
+from flashsale.demo.checks import check_expiries, check_stock, check_wallets, fetch_popular
 from flashsale.demo.client import ApiClient, ScenarioStats, api_client
+from flashsale.demo.common import COUPON_QUANTITY, HOLD_STOCK, LIMITED_STOCK, DemoError
 from flashsale.demo.events import (
     check_events,
     check_keys,
@@ -79,27 +82,19 @@ from flashsale.demo.events import (
 )
 from flashsale.demo.report import AuditLike, DataPlatformResult, DemoResult, format_report
 from flashsale.demo.scenarios import (
-    COUPON_QUANTITY,
-    HOLD_STOCK,
-    LIMITED_STOCK,
-    DemoError,
-    check_expiries,
-    check_stock,
-    check_wallets,
     coupon_rush,
-    fetch_popular,
     hold_flash_deal,
     limited_rush,
     release_flash_deal,
-    seed_world,
-    shopping,
 )
+from flashsale.demo.seeding import seed_world
 from flashsale.demo.server import (
     DataPlatformProcess,
     ServerEnv,
     ServerError,
     ServerProcess,
 )
+from flashsale.demo.shopper import shopping
 from flashsale.demo.transactions import PgStats, TransactionProbe
 from flashsale.demo.world import World
 

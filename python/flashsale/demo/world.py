@@ -28,7 +28,7 @@ __all__ = [
     "parse_time",
 ]
 
-#: An order's status (DESIGN §4).
+#: An order's status (docs/data-model.md).
 OrderStatus = Literal["PENDING", "PAID", "CANCELLED", "EXPIRED"]
 #: Which part of the demo placed an order.
 OrderSource = Literal["limited", "shopping", "cart", "hold", "resale"]
@@ -96,7 +96,7 @@ class DemoUser:
         return self.charged - self.spent + self.refunded
 
     def next_key(self) -> str:
-        """A fresh ``Idempotency-Key`` (keys are scoped to the user, DESIGN §5)."""
+        """A fresh ``Idempotency-Key`` (keys are scoped to the user, docs/api.md)."""
         self.keys += 1
         return f"demo-{self.index}-{self.keys}"
 

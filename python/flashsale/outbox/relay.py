@@ -1,4 +1,7 @@
-"""The outbox relay: delivers order events to the data platform at least once (DESIGN §2 "Events").
+"""The outbox relay: delivers order events to the data platform at least once.
+
+The event contract is described in docs/compatibility.md, the outbox's design in
+docs/decisions/0002-transactional-outbox.md.
 
 Every instance runs one relay as a background task; any number of relays may
 share a database. A relay repeats:
@@ -51,7 +54,7 @@ outcome of the deliveries that finished and releases the rest of its claims (als
 those of a claim that was still queued in the writer when the cancel came), so a
 restarted instance need not wait for the lease.
 
-Metrics (``prometheus_client``, default registry): gauges
+Metrics (defined in :mod:`flashsale.metrics` with the service's others): gauges
 ``flashsale_outbox_backlog_events`` and ``flashsale_outbox_oldest_age_seconds``,
 counter ``flashsale_outbox_deliveries_total{outcome="delivered"|"failed"}``.
 """
@@ -73,7 +76,6 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import httpx
-from prometheus_client import Counter, Gauge
 from sqlalchemy import Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -82,12 +84,10 @@ from flashsale.db.engine import Database
 from flashsale.db.models import outbox
 from flashsale.db.types import UTCDateTime, utcnow
 from flashsale.db.writer import GroupCommitWriter, Tx
+from flashsale.metrics import OUTBOX_BACKLOG, OUTBOX_DELIVERIES, OUTBOX_OLDEST_AGE
 from flashsale.settings import Settings
 
 __all__ = [
-    "OUTBOX_BACKLOG",
-    "OUTBOX_DELIVERIES",
-    "OUTBOX_OLDEST_AGE",
     "ClaimedEvent",
     "OutboxRelay",
     "backlog",
@@ -99,25 +99,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-OUTBOX_BACKLOG: Final = Gauge(
-    "flashsale_outbox_backlog_events",
-    "Outbox events not yet delivered to the data platform.",
-    multiprocess_mode="livemax",
-)
-OUTBOX_OLDEST_AGE: Final = Gauge(
-    "flashsale_outbox_oldest_age_seconds",
-    "Age of the oldest undelivered outbox event in seconds (0 if none).",
-    multiprocess_mode="livemax",
-)
-OUTBOX_DELIVERIES: Final = Counter(
-    "flashsale_outbox_deliveries_total",
-    "Delivery attempts of outbox events to the data platform, by outcome.",
-    ["outcome"],
-)
-# Export both series from the start, so a rate() sees the first failure.
-OUTBOX_DELIVERIES.labels(outcome="delivered")
-OUTBOX_DELIVERIES.labels(outcome="failed")
 
 #: Deliveries in flight per relay; the data platform sees at most this many at once.
 DEFAULT_CONCURRENCY: Final = 16
