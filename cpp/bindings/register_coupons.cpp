@@ -69,7 +69,10 @@ void register_coupons(py::module_& m) {
             }
             return to_python(result);
           },
-          "coupon_id"_a, "user_id"_a, "try_issue releasing the GIL (for the benchmark).")
+          "coupon_id"_a, "user_id"_a,
+          "Benchmark API (`flashsale bench core`), not for the service: try_issue with the "
+          "GIL released, to measure what releasing it would cost. Same arguments, result "
+          "and errors as try_issue.")
       .def("revoke", &CouponGate::revoke, "coupon_id"_a, "user_id"_a,
            "Undo one ISSUED (the database refused it). ValueError if the user holds none.")
       .def("mark_issued", &CouponGate::mark_issued, "coupon_id"_a, "user_id"_a, "count"_a = 1,

@@ -170,7 +170,9 @@ void register_ranking(py::module_& m) {
             r.record(product_id, quantity, orders, ts);
           },
           "product_id"_a, "quantity"_a, "orders"_a, "ts"_a,
-          "record releasing the GIL (for the benchmark).")
+          "Benchmark API (`flashsale bench core`), not for the service: record with the GIL "
+          "released, to measure what releasing it would cost. Same arguments and errors as "
+          "record.")
       .def(
           "record_many",
           [](SlidingWindowRanking& r, py::handle product_ids, py::handle quantities,

@@ -44,11 +44,6 @@ def window_is_open(starts: datetime | None, ends: datetime | None, now: datetime
     return (starts is None or starts <= now) and (ends is None or now < ends)
 
 
-#: A product's sale window is open: :func:`window_is_open` under the name the order
-#: rules use.
-sale_is_open = window_is_open
-
-
 def product_status(
     starts_at: datetime | None, ends_at: datetime | None, stock: int, now: datetime
 ) -> ProductStatus:

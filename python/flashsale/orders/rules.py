@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from flashsale.catalog.service import sale_is_open
+from flashsale.catalog.service import window_is_open
 from flashsale.coupons.service import compute_discount
 from flashsale.errors import (
     CouponMinOrderNotMet,
@@ -74,7 +74,7 @@ def check_sale_windows(rows: Sequence[VariantRow], now: datetime) -> None:
         SaleNotOpen: a product's sale has not started or has ended (409).
     """
     for r in rows:
-        if not sale_is_open(r.sale_starts_at, r.sale_ends_at, now):
+        if not window_is_open(r.sale_starts_at, r.sale_ends_at, now):
             raise SaleNotOpen(
                 product_id=r.product_id,
                 sale_starts_at=r.sale_starts_at.isoformat() if r.sale_starts_at else None,

@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flashsale.api.responses import error_body
 from flashsale.catalog.schemas import ProductDetail, VariantOut
-from flashsale.catalog.service import product_status, sale_is_open
+from flashsale.catalog.service import product_status, window_is_open
 from flashsale.coupons.schemas import IssueOut
 from flashsale.db.engine import Database
 from flashsale.db.models import (
@@ -245,7 +245,7 @@ async def _place_order(state: _Baseline, user_id: int, body: OrderIn) -> OrderOu
                     404, "VARIANT_NOT_FOUND", "Variant not found", variant_id=variant_id
                 )
             variant, product = found[variant_id]
-            if not sale_is_open(product.sale_starts_at, product.sale_ends_at, now):
+            if not window_is_open(product.sale_starts_at, product.sale_ends_at, now):
                 raise BaselineError(409, "SALE_NOT_OPEN", "Product is not on sale now")
             if variant.stock < wanted[variant_id]:
                 raise BaselineError(
