@@ -62,6 +62,7 @@ import pytest
 from sqlalchemy import Engine, func, insert, select
 
 from flashsale.auth.security import Principal, create_access_token, hash_password
+from flashsale.data_platform.client import read_all_events
 from flashsale.db.engine import make_sync_engine
 from flashsale.db.models import (
     coupons,
@@ -93,7 +94,8 @@ TOKEN_TTL_S = 3600
 #: A local "sold out" older than this is re-checked against the database
 #: (``gate_freshness_s``, passed to the servers at its default; docs/architecture.md#gates).
 FRESHNESS_S = 1.0
-#: The issue's bound for a sale or a cancellation to reach another instance's ranking.
+#: The bound for a sale or a cancellation to reach another instance's ranking (about 2 s,
+#: docs/operations.md).
 RANKING_PROPAGATION_S = 2.0
 
 
@@ -605,14 +607,11 @@ KILL_WAIT_S = 60.0
 
 async def platform_events(http: httpx.AsyncClient) -> list[str]:
     """``event_id`` of every event the stand-in stored, one per stored copy."""
-    ids: list[str] = []
-    after = 0
-    while True:
-        page = (await http.get("/events", params={"after": after, "limit": 1000})).json()
-        ids += [item["event_id"] for item in page["items"]]
-        if page["next_after"] is None:
-            return ids
-        after = page["next_after"]
+
+    async def get_page(params: dict[str, int]) -> object:
+        return (await http.get("/events", params=params)).raise_for_status().json()
+
+    return [item["event_id"] for item in await read_all_events(get_page)]
 
 
 @dataclass

@@ -27,6 +27,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
+from flashsale.data_platform.client import read_all_events_sync
 from flashsale.db.engine import make_sync_engine
 from flashsale.db.models import outbox
 from flashsale.demo.server import free_port
@@ -94,14 +95,11 @@ def outbox_rows(engine: Engine) -> list[Any]:
 
 def stored_event_ids(http: httpx.Client) -> list[str]:
     """``event_id`` of every event the stand-in stored, one per stored copy."""
-    ids: list[str] = []
-    after = 0
-    while True:
-        page = http.get("/events", params={"after": after, "limit": 1000}).json()
-        ids += [item["event_id"] for item in page["items"]]
-        if page["next_after"] is None:
-            return ids
-        after = page["next_after"]
+
+    def get_page(params: dict[str, int]) -> object:
+        return http.get("/events", params=params).raise_for_status().json()
+
+    return [item["event_id"] for item in read_all_events_sync(get_page)]
 
 
 async def wait_for(what: str, check: Callable[[], bool]) -> None:

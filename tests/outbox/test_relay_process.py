@@ -1,4 +1,4 @@
-"""A relay killed mid-delivery loses nothing (issue 3): real processes, real HTTP.
+"""A relay killed mid-delivery loses nothing: real processes, real HTTP.
 
 ``flashsale data-platform`` runs with latency, so a batch is in flight for a
 while; the first relay process is SIGKILLed while it holds claims, and a second

@@ -240,6 +240,38 @@ def _price(
     return priced
 
 
+def _order_row(
+    user_id: int, body: OrderIn, priced: _Priced, payment_timeout_s: int, now: datetime
+) -> dict[str, Any]:
+    """The new order's ``orders`` row, without its id: PAID at ``now`` when ``pay``,
+    else PENDING until ``now + payment_timeout_s``."""
+    return {
+        "user_id": user_id,
+        "status": "PAID" if body.pay else "PENDING",
+        "total_amount": priced.total,
+        "discount_amount": priced.discount,
+        "paid_amount": priced.paid,
+        "user_coupon_id": body.user_coupon_id,
+        "created_at": now,
+        "paid_at": now if body.pay else None,
+        "expires_at": None if body.pay else now + timedelta(seconds=payment_timeout_s),
+    }
+
+
+def _order_out(order_id: int, row: dict[str, Any], items: list[OrderItemOut]) -> OrderOut:
+    """The answer for the order of ``row`` (:func:`_order_row`), before any payment."""
+    fields = {k: v for k, v in row.items() if k != "user_id"}
+    return OrderOut(order_id=order_id, items=items, payments=[], **fields)
+
+
+def _short_line(tx: Tx, gate: StockGate, variant_id: int, quantity: int) -> OutOfStock:
+    """The refusal of a line the database had too few units for; the gate learns the
+    database's stock if the operation rolls back."""
+    stock = repository.stock_of(tx.conn, variant_id)
+    tx.after_rollback(partial(gate.learn, variant_id, stock))
+    return OutOfStock(variant_id=variant_id, requested=quantity, available=stock)
+
+
 def _write(
     tx: Tx,
     gate: StockGate,
@@ -254,28 +286,11 @@ def _write(
     order, stock per line (RESERVE movements), the coupon, and for ``pay`` the
     payment (:func:`_take_payment`)."""
     conn = tx.conn
-    status = "PAID" if body.pay else "PENDING"
-    paid_at = now if body.pay else None
-    expires_at = None if body.pay else now + timedelta(seconds=payment_timeout_s)
-    order_id = repository.insert_order(
-        conn,
-        {
-            "user_id": user_id,
-            "status": status,
-            "total_amount": priced.total,
-            "discount_amount": priced.discount,
-            "paid_amount": priced.paid,
-            "user_coupon_id": body.user_coupon_id,
-            "created_at": now,
-            "paid_at": paid_at,
-            "expires_at": expires_at,
-        },
-    )
+    row = _order_row(user_id, body, priced, payment_timeout_s, now)
+    order_id = repository.insert_order(conn, row)
     for variant_id, quantity in priced.lines:
         if repository.take_stock(conn, variant_id, quantity) is None:
-            stock = repository.stock_of(conn, variant_id)
-            tx.after_rollback(partial(gate.learn, variant_id, stock))
-            raise OutOfStock(variant_id=variant_id, requested=quantity, available=stock)
+            raise _short_line(tx, gate, variant_id, quantity)
     tx.after_commit(partial(gate.stock_changed, {i.product_id for i in priced.items}))
     repository.insert_items(conn, order_id, priced.items)
     repository.insert_movements(conn, order_id, "RESERVE", [(v, -q) for v, q in priced.lines], now)
@@ -283,19 +298,7 @@ def _write(
         conn, body.user_coupon_id, order_id, now
     ):
         raise CouponNotUsable("Coupon was used concurrently")
-    order = OrderOut(
-        order_id=order_id,
-        status=status,
-        items=priced.items,
-        total_amount=priced.total,
-        discount_amount=priced.discount,
-        paid_amount=priced.paid,
-        user_coupon_id=body.user_coupon_id,
-        created_at=now,
-        paid_at=paid_at,
-        expires_at=expires_at,
-        payments=[],
-    )
+    order = _order_out(order_id, row, priced.items)
     if body.pay:
         _take_payment(tx, ranking, user_id, order, now)
     return order
@@ -319,45 +322,25 @@ def _write_at_once(
     conn = tx.conn
     order_id, payment_id = priced.reads.order_id, priced.reads.payment_id
     assert order_id is not None and (payment_id is not None) == body.pay
-    order = OrderOut(
-        order_id=order_id,
-        status="PAID" if body.pay else "PENDING",
-        items=priced.items,
-        total_amount=priced.total,
-        discount_amount=priced.discount,
-        paid_amount=priced.paid,
-        user_coupon_id=body.user_coupon_id,
-        created_at=now,
-        paid_at=now if body.pay else None,
-        expires_at=None if body.pay else now + timedelta(seconds=payment_timeout_s),
-        payments=[],
-    )
+    row = _order_row(user_id, body, priced, payment_timeout_s, now)
+    order = _order_out(order_id, row, priced.items)
     event = None
     if payment_id is not None:
         order.payments.append(
             PaymentOut(id=payment_id, kind="PAYMENT", amount=order.paid_amount, created_at=now)
         )
         event = new_order_event(ORDER_PAID, order, user_id, now)
-    row = {
-        "id": order_id,
-        "user_id": user_id,
-        "status": order.status,
-        "total_amount": order.total_amount,
-        "discount_amount": order.discount_amount,
-        "paid_amount": order.paid_amount,
-        "user_coupon_id": order.user_coupon_id,
-        "created_at": now,
-        "paid_at": order.paid_at,
-        "expires_at": order.expires_at,
-    }
     outcome = repository.write_order(
-        conn, row, priced.lines, priced.items, payment_id=payment_id, event=event
+        conn,
+        {**row, "id": order_id},
+        priced.lines,
+        priced.items,
+        payment_id=payment_id,
+        event=event,
     )
     for variant_id, quantity in priced.lines:
         if variant_id not in outcome.stocked:
-            stock = repository.stock_of(conn, variant_id)
-            tx.after_rollback(partial(gate.learn, variant_id, stock))
-            raise OutOfStock(variant_id=variant_id, requested=quantity, available=stock)
+            raise _short_line(tx, gate, variant_id, quantity)
     tx.after_commit(partial(gate.stock_changed, {i.product_id for i in priced.items}))
     if body.user_coupon_id is not None and not outcome.coupon_used:
         raise CouponNotUsable("Coupon was used concurrently")
