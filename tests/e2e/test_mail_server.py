@@ -44,7 +44,7 @@ async def queue_mail(database_url: str) -> str:
 
 
 def test_the_server_sends_mail_jobs_to_the_sink(server_factory: ServerFactory) -> None:
-    with MailSinkProcess() as sink:
+    with MailSinkProcess(log_path=server_factory.tmp_path / "sink.log") as sink:
         server = server_factory.start(
             {"FLASHSALE_SMTP_URL": sink.smtp_url, "FLASHSALE_OUTBOX_POLL_S": "0.05"}
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -37,9 +38,9 @@ WAIT_S = 30.0
 
 
 @pytest.fixture
-def sink() -> Iterator[MailSinkProcess]:
+def sink(tmp_path: Path) -> Iterator[MailSinkProcess]:
     """A ``flashsale mail-sink`` on free ports, stopped after the test."""
-    with MailSinkProcess() as running:
+    with MailSinkProcess(log_path=tmp_path / "sink.log") as running:
         yield running
 
 
@@ -109,7 +110,7 @@ async def test_a_mail_job_arrives_once_through_a_real_sink(
 
 
 async def test_a_sink_down_for_a_while_gets_the_mail_once_it_is_up(
-    db: Database, writer: GroupCommitWriter, make_settings: MakeSettings
+    db: Database, writer: GroupCommitWriter, make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     port = free_port()
     mail_ids = [await queue_mail(writer, f"buyer{i}@example.com") for i in range(3)]
@@ -125,7 +126,7 @@ async def test_a_sink_down_for_a_while_gets_the_mail_once_it_is_up(
         assert row["delivered_at"] is None
         assert "SMTPConnectError" in row["last_error"], row["last_error"]
 
-    with MailSinkProcess(smtp_port=port) as sink:
+    with MailSinkProcess(smtp_port=port, log_path=tmp_path / "sink.log") as sink:
         await send_all(relay, db)
         received = await messages(sink)
     assert sorted(m["message_id"] for m in received) == sorted(message_id(e) for e in mail_ids)
@@ -134,11 +135,11 @@ async def test_a_sink_down_for_a_while_gets_the_mail_once_it_is_up(
 
 
 async def test_lost_acknowledgements_leave_one_copy_per_message_id(
-    db: Database, writer: GroupCommitWriter, make_settings: MakeSettings
+    db: Database, writer: GroupCommitWriter, make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     mail_ids = [await queue_mail(writer, f"buyer{i}@example.com") for i in range(10)]
     # Every message is answered 451, half of them after the sink stored it.
-    with MailSinkProcess(fail_rate=1.0, seed=5) as sink:
+    with MailSinkProcess(fail_rate=1.0, seed=5, log_path=tmp_path / "sink.log") as sink:
         settings = make_settings(data_platform_url=None, smtp_url=SecretStr(sink.smtp_url))
         relay = OutboxRelay(db, writer, settings, "relay-a")
         await relay.run_once()
@@ -161,10 +162,11 @@ async def test_lost_acknowledgements_leave_one_copy_per_message_id(
 
 
 async def test_a_sink_that_requires_a_login_gets_one(
-    db: Database, writer: GroupCommitWriter, make_settings: MakeSettings
+    db: Database, writer: GroupCommitWriter, make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     mail_id = await queue_mail(writer, "buyer@example.com")
-    with MailSinkProcess(login=("shop@example.com", "p@ss:w0rd")) as sink:
+    login = ("shop@example.com", "p@ss:w0rd")
+    with MailSinkProcess(login=login, log_path=tmp_path / "sink.log") as sink:
         anonymous = f"smtp://127.0.0.1:{sink.smtp_port}"
         settings = make_settings(data_platform_url=None, smtp_url=SecretStr(anonymous))
         await OutboxRelay(db, writer, settings, "relay-a").run_once()
