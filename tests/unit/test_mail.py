@@ -228,3 +228,20 @@ def test_sink_arguments() -> None:
             parse_login(bad)
     with pytest.raises(ValueError, match="fail_rate"):
         SinkHandler(MailStore(), fail_rate=1.5)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--login", "no-password"],
+        ["--fail-rate", "1.5"],
+        ["--port", "2525", "--http-port", "2525"],
+    ],
+)
+def test_mail_sink_refuses_bad_options_with_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flashsale.cli import main
+
+    assert main(["mail-sink", *argv]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
