@@ -1,7 +1,7 @@
 """The ``flashsale`` command line (docs/cli.md).
 
-``serve``, ``users create-admin``, ``audit``, ``migrate``, ``data-platform`` and
-``seed`` are parsed here; ``demo`` and ``bench`` hand their arguments to their own
+``serve``, ``users create-admin``, ``audit``, ``migrate``, ``data-platform``,
+``mail-sink`` and ``seed`` are parsed here; ``demo`` and ``bench`` hand their arguments to their own
 parsers (:mod:`flashsale.demo.run`, :mod:`flashsale.bench.core`,
 :mod:`flashsale.bench.ranking`, :mod:`flashsale.bench.http`).
 """
@@ -143,6 +143,28 @@ def _data_platform(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mail_sink(args: argparse.Namespace) -> int:
+    """``flashsale mail-sink``: exit 0 when stopped (SIGINT/SIGTERM), 2 on bad input."""
+    from flashsale.mail.sink import parse_login, serve
+
+    http_port = args.http_port if args.http_port is not None else args.port + 1
+    try:
+        if not 0.0 <= args.fail_rate <= 1.0:
+            raise ValueError(f"--fail-rate must be in [0, 1], got {args.fail_rate}")
+        if http_port == args.port:
+            raise ValueError("--http-port must differ from --port")
+        login = parse_login(args.login) if args.login else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(
+        serve(
+            args.host, args.port, http_port, fail_rate=args.fail_rate, seed=args.seed, login=login
+        )
+    )
+    return 0
+
+
 def _seed(args: argparse.Namespace) -> int:
     """``flashsale seed``: exit 0, 1 if the audit fails afterwards, 2 on bad input (e.g.
     a database that is not empty)."""
@@ -225,6 +247,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     platform.add_argument("--seed", type=int, default=None, help="seed of the failure draws")
     platform.set_defaults(func=_data_platform)
+
+    sink = sub.add_parser(
+        "mail-sink",
+        help="run a local SMTP server that keeps the mail it receives (for development)",
+        description="SMTP on --port (deduplicated by Message-ID), HTTP on --http-port: "
+        "GET /messages, DELETE /messages, GET /stats, PUT /config. Point "
+        "FLASHSALE_SMTP_URL at smtp://HOST:PORT. Messages are kept in memory.",
+    )
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--port", type=int, default=1025, help="SMTP port")
+    sink.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="HTTP port of GET /messages (default: --port + 1)",
+    )
+    sink.add_argument(
+        "--login", default=None, help="USER:PASSWORD a client must log in with (AUTH)"
+    )
+    sink.add_argument(
+        "--fail-rate", type=float, default=0.0, help="fraction of messages answered 451 (0-1)"
+    )
+    sink.add_argument("--seed", type=int, default=None, help="seed of the failure draws")
+    sink.set_defaults(func=_mail_sink)
 
     seed = sub.add_parser(
         "seed",

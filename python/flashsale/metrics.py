@@ -40,6 +40,9 @@ __all__ = [
     "DB_TRANSACTIONS",
     "GATE_REJECTIONS",
     "LATENCY_BUCKETS",
+    "MAIL_BACKLOG",
+    "MAIL_DELIVERIES",
+    "MAIL_OLDEST_AGE",
     "MULTIPROC_DIR_ENV",
     "ORDERS",
     "OUTBOX_BACKLOG",
@@ -125,7 +128,8 @@ OUTBOX_BACKLOG = Gauge(
     multiprocess_mode="livemax",
 )
 """Set by the outbox relay (:mod:`flashsale.outbox.relay`) every round, from the database:
-the same value in every process, hence ``livemax``."""
+the same value in every process, hence ``livemax``. Order events only: mail jobs have
+:data:`MAIL_BACKLOG`."""
 
 OUTBOX_OLDEST_AGE = Gauge(
     "flashsale_outbox_oldest_age_seconds",
@@ -141,6 +145,29 @@ OUTBOX_DELIVERIES = Counter(
 )
 """Label ``outcome``: ``delivered`` (a 2xx answer) or ``failed`` (any other status, a
 timeout or a connection error)."""
+
+MAIL_BACKLOG = Gauge(
+    "flashsale_mail_backlog_jobs",
+    "Mail jobs in the outbox not yet accepted by the SMTP server.",
+    multiprocess_mode="livemax",
+)
+"""Set by the outbox relay with :data:`OUTBOX_BACKLOG`; it grows while
+``FLASHSALE_SMTP_URL`` is unset or the SMTP server refuses (docs/operations.md#mail)."""
+
+MAIL_OLDEST_AGE = Gauge(
+    "flashsale_mail_oldest_age_seconds",
+    "Age of the oldest unsent mail job in seconds (0 if none).",
+    multiprocess_mode="livemax",
+)
+"""Seconds; set by the outbox relay with :data:`MAIL_BACKLOG`."""
+
+MAIL_DELIVERIES = Counter(
+    "flashsale_mail_deliveries_total",
+    "Delivery attempts of mail jobs to the SMTP server, by outcome.",
+    ["outcome"],
+)
+"""Label ``outcome``: ``sent`` (the server accepted the message) or ``failed`` (a refusal,
+a timeout or a connection error; the job is retried)."""
 
 # Series that exist from start-up with 0, so that rate() and absence alerts work
 # before the first event of each kind.
@@ -158,6 +185,8 @@ for _outcome in ("commit", "rollback"):
     DB_TRANSACTIONS.labels(outcome=_outcome)
 for _outcome in ("delivered", "failed"):
     OUTBOX_DELIVERIES.labels(outcome=_outcome)
+for _outcome in ("sent", "failed"):
+    MAIL_DELIVERIES.labels(outcome=_outcome)
 
 
 def observe_order(outcome: str) -> None:

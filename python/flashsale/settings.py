@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flashsale.mail.config import parse_mail_from, parse_smtp_url
+
 #: Placeholder secret accepted only outside production (docs/reference/settings.md).
 DEVELOPMENT_JWT_SECRET = "development-only-secret-change-me-0123456789"
 
@@ -25,7 +27,9 @@ class Settings(BaseSettings):
 
     Raises:
         pydantic.ValidationError: in ``production`` with the placeholder JWT secret
-            (rule from the full-stack FastAPI template: refuse placeholder secrets).
+            (rule from the full-stack FastAPI template: refuse placeholder secrets);
+            an ``smtp_url`` or ``mail_from`` that does not parse
+            (:mod:`flashsale.mail.config`).
     """
 
     model_config = SettingsConfigDict(env_prefix="FLASHSALE_", extra="ignore")
@@ -98,6 +102,25 @@ class Settings(BaseSettings):
         le=300,
         description="How long one delivery attempt (POST to `data_platform_url`) may "
         "take, seconds; past it the attempt counts as failed.",
+    )
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="SMTP server the outbox relay sends mail jobs to: "
+        "`smtp://HOST[:PORT]` (port 25), `?starttls=1` to upgrade with STARTTLS, "
+        "`USER:PASSWORD@` to log in, `smtps://` for TLS from the start (port 465). "
+        "Unset: mail jobs stay in the outbox (a warning says so) until it is set.",
+    )
+    mail_from: str = Field(
+        default="Flashsale <no-reply@flashsale.example>",
+        description="Sender of the mail: the `From` header (`Name <address>` or an "
+        "address) and its address as the envelope sender.",
+    )
+    smtp_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long one mail delivery attempt (connect, send, quit) may take, "
+        "seconds; past it the attempt counts as failed and is retried.",
     )
     redis_url: str | None = Field(
         default=None,
@@ -243,6 +266,9 @@ class Settings(BaseSettings):
             and self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
         ):
             raise ValueError("FLASHSALE_JWT_SECRET must be set in production")
+        if self.smtp_url is not None:
+            parse_smtp_url(self.smtp_url.get_secret_value())  # ValueError names the part
+        parse_mail_from(self.mail_from)
         if self.ranking_window_s % self.ranking_bucket_s:
             raise ValueError("FLASHSALE_RANKING_WINDOW_S must be a multiple of RANKING_BUCKET_S")
         return self

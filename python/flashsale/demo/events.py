@@ -3,7 +3,8 @@ and the events the data-platform stand-in received.
 
 - :func:`read_store` reads the demo's database (the SQLite file or the scratch
   PostgreSQL database) with a sync SQLAlchemy engine (read only, while the servers
-  run): outbox figures and event ids, every order's status and every stored
+  run): outbox figures and event ids (order events only: mail jobs never reach the
+  data platform), every order's status and every stored
   idempotency key.
 - :func:`wait_for_relay` polls every instance's ``/metrics``
   (``flashsale_outbox_backlog_events``) and the stand-in's ``GET /stats`` until every
@@ -35,6 +36,7 @@ from flashsale.db.engine import make_sync_engine
 from flashsale.db.models import idempotency_keys, orders, outbox
 from flashsale.demo.client import ApiClient
 from flashsale.demo.world import KeyedRequest, World
+from flashsale.mail.outbox import MAIL_JOB
 
 __all__ = [
     "BACKLOG_METRIC",
@@ -90,12 +92,18 @@ class StoreSnapshot:
         return len(self.event_ids)
 
 
+#: Order events, the rows the data platform receives (mail jobs go to SMTP instead).
+_ORDER_EVENTS = outbox.c.type != MAIL_JOB
+
+
 def outbox_written(database_url: str) -> int:
-    """Number of outbox events in the database at ``database_url`` (read only)."""
+    """Number of outbox order events in the database at ``database_url`` (read only;
+    mail jobs are not counted)."""
     engine = make_sync_engine(database_url, immediate=False)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
+            count = select(func.count()).select_from(outbox).where(_ORDER_EVENTS)
+            return int(conn.execute(count).scalar_one())
     finally:
         engine.dispose()
 
@@ -109,7 +117,9 @@ def read_store(database_url: str) -> StoreSnapshot:
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(outbox.c.event_id, outbox.c.type, outbox.c.attempts, outbox.c.delivered_at)
+                select(
+                    outbox.c.event_id, outbox.c.type, outbox.c.attempts, outbox.c.delivered_at
+                ).where(_ORDER_EVENTS)
             ).all()
             statuses = {
                 int(i): str(s) for i, s in conn.execute(select(orders.c.id, orders.c.status))

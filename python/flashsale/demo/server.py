@@ -1,8 +1,9 @@
 """Run the real Flashsale service and the data-platform stand-in as child processes.
 
-:class:`ServerProcess` starts ``python -m flashsale serve`` (the demo and the e2e tests)
-and :class:`DataPlatformProcess` ``python -m flashsale data-platform`` (the demo's
-receiver of outbox events). Each runs on a free localhost port in its own process
+:class:`ServerProcess` starts ``python -m flashsale serve`` (the demo and the e2e tests),
+:class:`DataPlatformProcess` ``python -m flashsale data-platform`` (the demo's
+receiver of outbox events) and :class:`MailSinkProcess` ``python -m flashsale mail-sink``
+(a local SMTP server). Each runs on a free localhost port in its own process
 group; ``start`` waits until ``GET /healthz`` answers 200, and ``stop`` stops the whole
 group (SIGTERM, then SIGKILL after a grace period) so that no uvicorn worker is left
 behind.
@@ -23,12 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
+from urllib.parse import quote
 
 import httpx
 
 __all__ = [
     "DataPlatformProcess",
+    "MailSinkProcess",
     "ServerEnv",
     "ServerError",
     "ServerProcess",
@@ -445,6 +448,117 @@ class DataPlatformProcess(_ChildService):
             "--latency-ms",
             str(self.latency_ms),
         ]
+        if self.seed is not None:
+            cmd += ["--seed", str(self.seed)]
+        return cmd
+
+
+class MailSinkProcess(_ChildService):
+    """``python -m flashsale mail-sink`` (a local SMTP server keeping what it receives) in
+    a child process group, as a context manager.
+
+    Example::
+
+        with MailSinkProcess() as sink:
+            env = {"FLASHSALE_SMTP_URL": sink.smtp_url}
+            ...
+            mails = sink.messages(to="buyer@example.com")
+
+    The HTTP port (``base_url``, ``GET /messages``) is picked free at each start; the
+    SMTP port too unless ``smtp_port`` is given (a sink restarted on the same SMTP port
+    as one stopped before: senders find it again).
+
+    Args:
+        smtp_port: the SMTP port, or None to pick a free one.
+        login: ``(user, password)`` clients must log in with (``--login``), or None.
+        fail_rate: fraction of messages answered 451, in [0, 1] (``--fail-rate``).
+        seed: seed of the failure draws (``--seed``).
+        env, host, log_path, startup_timeout, stop_timeout, cwd: as for
+            :class:`ServerProcess`.
+
+    Raises:
+        ValueError: ``fail_rate`` outside [0, 1].
+        ServerError: from :meth:`start`, as for :class:`ServerProcess`.
+    """
+
+    _what = "the mail sink"
+    _log_prefix = "flashsale-mail-sink-"
+
+    def __init__(
+        self,
+        *,
+        smtp_port: int | None = None,
+        login: tuple[str, str] | None = None,
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+        env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        log_path: Path | str | None = None,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+        cwd: Path | str | None = None,
+    ) -> None:
+        if not 0.0 <= fail_rate <= 1.0:
+            raise ValueError(f"fail_rate must be in [0, 1], got {fail_rate}")
+        self._fixed_smtp_port = smtp_port
+        self.smtp_port: int | None = smtp_port
+        self.login = login
+        self.fail_rate = fail_rate
+        self.seed = seed
+        super().__init__(
+            env,
+            host=host,
+            log_path=log_path,
+            startup_timeout=startup_timeout,
+            stop_timeout=stop_timeout,
+            cwd=cwd,
+        )
+
+    @property
+    def smtp_url(self) -> str:
+        """``smtp://[user:password@]host:port``, the value of ``FLASHSALE_SMTP_URL``."""
+        if self.smtp_port is None:
+            raise ServerError("the mail sink is not started")
+        login = ""
+        if self.login is not None:
+            login = f"{quote(self.login[0], safe='')}:{quote(self.login[1], safe='')}@"
+        return f"smtp://{login}{self.host}:{self.smtp_port}"
+
+    def messages(self, to: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """``GET /messages`` (only those to ``to`` if given): the stored messages."""
+        params = {"to": to} if to is not None else {}
+        response = httpx.get(f"{self.base_url}/messages", params=params, timeout=timeout)
+        body: dict[str, Any] = response.raise_for_status().json()
+        messages: list[dict[str, Any]] = body["messages"]
+        return messages
+
+    def stats(self, timeout: float = 10.0) -> dict[str, int]:
+        """``GET /stats``: received, stored, duplicates, failed."""
+        response = httpx.get(f"{self.base_url}/stats", timeout=timeout)
+        body: dict[str, int] = response.raise_for_status().json()
+        return body
+
+    def _command(self) -> list[str]:
+        if self._fixed_smtp_port is None:
+            self.smtp_port = free_port(self.host)
+        while True:
+            assert self.port is not None
+            if self.port != self.smtp_port:
+                break
+            self.port = free_port(self.host)
+        cmd = [
+            "mail-sink",
+            "--host",
+            self.host,
+            "--port",
+            str(self.smtp_port),
+            "--http-port",
+            str(self.port),
+            "--fail-rate",
+            repr(self.fail_rate),
+        ]
+        if self.login is not None:
+            cmd += ["--login", f"{self.login[0]}:{self.login[1]}"]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
         return cmd

@@ -1,7 +1,16 @@
-"""The outbox relay: delivers order events to the data platform at least once.
+"""The outbox relay: delivers order events to the data platform and mail jobs to the
+SMTP server, each at least once.
 
 The event contract is described in docs/compatibility.md, the outbox's design in
-docs/decisions/0002-transactional-outbox.md.
+docs/decisions/0002-transactional-outbox.md, mail in docs/operations.md#mail.
+
+The outbox holds two kinds of rows, routed by ``type``: order events
+(``order.paid``, ``order.cancelled``) go to ``data_platform_url`` only; mail jobs
+(``type = "mail"``, :mod:`flashsale.mail.outbox`) go to the SMTP server of
+``smtp_url`` only (:mod:`flashsale.mail.smtp`), with a ``Message-ID`` derived from the
+job's ``event_id``. A kind whose destination is not configured is not claimed: it
+waits in the outbox (for mail, a warning says so every few minutes). Claims,
+leases, retries and backoff below are the same for both kinds.
 
 Every instance runs one relay as a background task; any number of relays may
 share a database. A relay repeats:
@@ -13,9 +22,10 @@ share a database. A relay repeats:
    The conditional ``UPDATE ... RETURNING`` tells which rows this relay got.
 2. **Deliver** (no transaction open): ``POST`` each event's stored ``payload``
    verbatim (``Content-Type: application/json``, ``Idempotency-Key: <event_id>``)
-   to ``data_platform_url``, concurrently (bounded).
-3. **Record** (one writer operation): a 2xx sets ``delivered_at``; anything
-   else (status, timeout, connection error) sets ``last_error`` and pushes
+   to ``data_platform_url``, and send each mail job over SMTP, concurrently (bounded).
+3. **Record** (one writer operation): a 2xx (for mail: the SMTP server accepted the
+   message) sets ``delivered_at``; anything
+   else (status, SMTP refusal, timeout, connection error) sets ``last_error`` and pushes
    ``available_at`` back by an exponential backoff with full jitter. Both count
    ``attempts`` and clear the claim -- only where this relay still holds it.
 
@@ -55,8 +65,10 @@ those of a claim that was still queued in the writer when the cancel came), so a
 restarted instance need not wait for the lease.
 
 Metrics (defined in :mod:`flashsale.metrics` with the service's others): gauges
-``flashsale_outbox_backlog_events`` and ``flashsale_outbox_oldest_age_seconds``,
-counter ``flashsale_outbox_deliveries_total{outcome="delivered"|"failed"}``.
+``flashsale_outbox_backlog_events`` and ``flashsale_outbox_oldest_age_seconds`` (order
+events), ``flashsale_mail_backlog_jobs`` and ``flashsale_mail_oldest_age_seconds`` (mail
+jobs), counters ``flashsale_outbox_deliveries_total{outcome="delivered"|"failed"}`` and
+``flashsale_mail_deliveries_total{outcome="sent"|"failed"}``.
 """
 
 from __future__ import annotations
@@ -73,7 +85,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 
 import httpx
 from sqlalchemy import Update, and_, bindparam, func, or_, select, update
@@ -84,13 +96,26 @@ from flashsale.db.engine import Database
 from flashsale.db.models import outbox
 from flashsale.db.types import UTCDateTime, utcnow
 from flashsale.db.writer import GroupCommitWriter, Tx
-from flashsale.metrics import OUTBOX_BACKLOG, OUTBOX_DELIVERIES, OUTBOX_OLDEST_AGE
+from flashsale.mail.config import parse_mail_from, parse_smtp_url
+from flashsale.mail.outbox import MAIL_JOB, MailJob
+from flashsale.mail.smtp import MailSender, SmtpSender, build_message
+from flashsale.metrics import (
+    MAIL_BACKLOG,
+    MAIL_DELIVERIES,
+    MAIL_OLDEST_AGE,
+    OUTBOX_BACKLOG,
+    OUTBOX_DELIVERIES,
+    OUTBOX_OLDEST_AGE,
+)
 from flashsale.settings import Settings
 
 __all__ = [
+    "Backlogs",
     "ClaimedEvent",
+    "Kinds",
     "OutboxRelay",
     "backlog",
+    "backlogs",
     "backoff_s",
     "claim",
     "claim_statement",
@@ -102,6 +127,10 @@ log = logging.getLogger(__name__)
 
 #: Deliveries in flight per relay; the data platform sees at most this many at once.
 DEFAULT_CONCURRENCY: Final = 16
+#: Mails in flight per relay (one SMTP connection each).
+MAIL_CONCURRENCY: Final = 4
+#: At most one warning about mail waiting without ``smtp_url`` per this many seconds.
+_MAIL_OFF_LOG_INTERVAL_S: Final = 300.0
 #: Smallest delay before a retry: full jitter may draw ~0, which would hammer a
 #: platform that just failed.
 MIN_BACKOFF_S: Final = 0.05
@@ -144,19 +173,33 @@ class ClaimedEvent:
 
     Attributes:
         id: ``outbox.id``.
-        event_id: the event's UUID, sent as ``Idempotency-Key``.
-        payload: the event's JSON text, sent verbatim.
+        event_id: the event's UUID, sent as ``Idempotency-Key`` (of a mail job: in its
+            ``Message-ID``).
+        payload: the event's JSON text, sent verbatim (a mail job's: its
+            :class:`~flashsale.mail.outbox.MailJob`).
         attempts: delivery attempts before this one.
+        type: ``outbox.type``: ``order.paid``, ``order.cancelled`` or ``mail``.
     """
 
     id: int
     event_id: str
     payload: str
     attempts: int
+    type: str
+
+
+#: Which rows a claim takes: ``"events"`` (order events, for the data platform),
+#: ``"mail"`` (mail jobs, for the SMTP server) or ``"all"``.
+Kinds = Literal["all", "events", "mail"]
 
 
 def claim_statement(
-    dialect: str, relay_id: str, now: datetime, lease_s: float, batch: int
+    dialect: str,
+    relay_id: str,
+    now: datetime,
+    lease_s: float,
+    batch: int,
+    kinds: Kinds = "all",
 ) -> Update:
     """``UPDATE outbox ... RETURNING`` that claims up to ``batch`` due, unleased events.
 
@@ -170,12 +213,17 @@ def claim_statement(
         dialect: ``engine.dialect.name`` (``"sqlite"`` or ``"postgresql"``).
         now: the current time, timezone-aware UTC.
         lease_s: seconds the claim holds.
+        kinds: which rows: order events, mail jobs or both (:data:`Kinds`).
     """
     claimable = and_(
         outbox.c.delivered_at.is_(None),
         outbox.c.available_at <= now,
         or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
     )
+    if kinds == "events":
+        claimable = and_(claimable, outbox.c.type != MAIL_JOB)
+    elif kinds == "mail":
+        claimable = and_(claimable, outbox.c.type == MAIL_JOB)
     candidates = select(outbox.c.id).where(claimable).order_by(outbox.c.id).limit(batch)
     if dialect == "postgresql":
         # A materialized CTE runs the locking SELECT exactly once. Inside ``IN (...)``
@@ -193,39 +241,73 @@ def claim_statement(
         update(outbox)
         .where(chosen, claimable)
         .values(claimed_by=relay_id, claimed_until=now + timedelta(seconds=lease_s))
-        .returning(outbox.c.id, outbox.c.event_id, outbox.c.payload, outbox.c.attempts)
+        .returning(
+            outbox.c.id, outbox.c.event_id, outbox.c.payload, outbox.c.attempts, outbox.c.type
+        )
     )
 
 
-def claim(tx: Tx, relay_id: str, now: datetime, lease_s: float, batch: int) -> list[ClaimedEvent]:
-    """Claim up to ``batch`` events for ``relay_id`` (a writer operation: the claim holds
-    once its batch has committed).
+def claim(
+    tx: Tx,
+    relay_id: str,
+    now: datetime,
+    lease_s: float,
+    batch: int,
+    kinds: Kinds = "all",
+) -> list[ClaimedEvent]:
+    """Claim up to ``batch`` rows of ``kinds`` for ``relay_id`` (a writer operation: the
+    claim holds once its batch has committed).
 
     Returns the claimed events in ``id`` order (oldest first); empty if none is due.
     """
-    statement = claim_statement(tx.conn.dialect.name, relay_id, now, lease_s, batch)
+    statement = claim_statement(tx.conn.dialect.name, relay_id, now, lease_s, batch, kinds)
     events = [
-        ClaimedEvent(r.id, r.event_id, r.payload, r.attempts) for r in tx.conn.execute(statement)
+        ClaimedEvent(r.id, r.event_id, r.payload, r.attempts, r.type)
+        for r in tx.conn.execute(statement)
     ]
     events.sort(key=lambda e: e.id)  # RETURNING promises no order
     return events
 
 
-_BACKLOG = select(func.count(), func.min(outbox.c.created_at)).where(
-    outbox.c.delivered_at.is_(None)
+_IS_MAIL = (outbox.c.type == MAIL_JOB).label("is_mail")
+_BACKLOGS = (
+    select(_IS_MAIL, func.count(), func.min(outbox.c.created_at))
+    .where(outbox.c.delivered_at.is_(None))
+    .group_by(_IS_MAIL)
 )
 
 
-async def backlog(session: AsyncSession, now: datetime | None = None) -> tuple[int, float]:
-    """``(events not yet delivered, age of the oldest of them in seconds)``; age 0 if none.
+@dataclass(frozen=True)
+class Backlogs:
+    """Undelivered outbox rows by kind: counts, and the age of the oldest in seconds
+    (0 if none)."""
+
+    events: int = 0
+    events_age_s: float = 0.0
+    mail: int = 0
+    mail_age_s: float = 0.0
+
+
+async def backlogs(session: AsyncSession, now: datetime | None = None) -> Backlogs:
+    """Order events and mail jobs not yet delivered, with the age of the oldest of each.
 
     One aggregate over the ``(delivered_at, available_at)`` index; runs on a read session.
     """
-    count, oldest = (await session.execute(_BACKLOG)).one()
-    if not count or oldest is None:
-        return 0, 0.0
-    age = ((now or utcnow()) - oldest).total_seconds()
-    return int(count), max(0.0, age)
+    now = now or utcnow()
+    found: dict[bool, tuple[int, float]] = {}
+    for is_mail, count, oldest in (await session.execute(_BACKLOGS)).all():
+        if count and oldest is not None:
+            found[bool(is_mail)] = (int(count), max(0.0, (now - oldest).total_seconds()))
+    events, events_age = found.get(False, (0, 0.0))
+    mail, mail_age = found.get(True, (0, 0.0))
+    return Backlogs(events, events_age, mail, mail_age)
+
+
+async def backlog(session: AsyncSession, now: datetime | None = None) -> tuple[int, float]:
+    """``(order events not yet delivered, age of the oldest of them in seconds)``; age 0
+    if none. Mail jobs are not counted (:func:`backlogs` has them)."""
+    found = await backlogs(session, now)
+    return found.events, found.events_age_s
 
 
 # Outcome updates (executemany). Each applies only where this relay still holds the
@@ -309,7 +391,8 @@ class _Outcome:
 class _FailureLog:
     """Failed deliveries summarised in at most one warning per interval (no log storm)."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, what: str = "outbox: %d deliveries failed") -> None:
+        self._what = what
         self._interval_s = interval_s
         self._last_emit = -math.inf
         self._failures = 0
@@ -325,8 +408,7 @@ class _FailureLog:
         if not self._failures or now - self._last_emit < self._interval_s:
             return
         log.warning(
-            "outbox: %d deliveries failed since the last report (most attempts of an event: %d); "
-            "latest: %s",
+            self._what + " since the last report (most attempts of one: %d); latest: %s",
             self._failures,
             self._max_attempts,
             self._sample,
@@ -336,24 +418,30 @@ class _FailureLog:
 
 
 class OutboxRelay:
-    """Delivers outbox events of ``db`` to ``settings.data_platform_url``.
+    """Delivers the order events of ``db``'s outbox to ``settings.data_platform_url`` and
+    its mail jobs to the SMTP server of ``settings.smtp_url``.
 
     Args:
         db: the process's engines: the backlog query uses ``db.read_session``.
         writer: the process's (started) group-commit writer: claims and outcomes are
             its operations (:func:`claim`, :func:`record_outcomes`).
-        settings: ``data_platform_url`` (full events endpoint, or None: deliver
-            nothing), ``data_platform_timeout_s``, ``outbox_*``.
+        settings: ``data_platform_url`` (full events endpoint, or None: deliver no
+            event), ``data_platform_timeout_s``, ``smtp_url`` (or None: send no mail
+            unless ``mailer`` is given), ``smtp_timeout_s``, ``mail_from``, ``outbox_*``.
         relay_id: written to ``claimed_by`` (≤ 64 chars); default
             :func:`default_relay_id`. Must be unique among running relays.
         client: an ``httpx.AsyncClient`` to post with (tests inject one with an
             ``ASGITransport``); the caller closes it. By default the relay opens
             its own and closes it in :meth:`aclose` (and when :meth:`run` ends).
+        mailer: what sends the mail (tests inject one); default an
+            :class:`~flashsale.mail.smtp.SmtpSender` for ``smtp_url`` when it is set.
         concurrency: deliveries in flight at once.
         rng: randomness of the backoff jitter (seeded in tests).
 
     Raises:
-        ValueError: ``relay_id`` longer than 64 characters, or ``concurrency`` < 1.
+        ValueError: ``relay_id`` longer than 64 characters, ``concurrency`` < 1, or an
+            ``smtp_url`` / ``mail_from`` that does not parse (the settings check them
+            already).
     """
 
     def __init__(
@@ -364,6 +452,7 @@ class OutboxRelay:
         relay_id: str | None = None,
         client: httpx.AsyncClient | None = None,
         *,
+        mailer: MailSender | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         rng: random.Random | None = None,
     ) -> None:
@@ -381,7 +470,14 @@ class OutboxRelay:
         self._limiter = asyncio.Semaphore(concurrency)
         self._rng = rng or random.Random()
         self._failure_log = _FailureLog(_FAILURE_LOG_INTERVAL_S)
+        self._mail_failure_log = _FailureLog(_FAILURE_LOG_INTERVAL_S, "mail: %d sends failed")
         self._last_claimed = 0
+        if mailer is None and settings.smtp_url is not None:
+            mailer = SmtpSender(parse_smtp_url(settings.smtp_url.get_secret_value()))
+        self._mailer = mailer
+        self._mail_from, self._mail_sender = parse_mail_from(settings.mail_from)
+        self._mail_limiter = asyncio.Semaphore(min(concurrency, MAIL_CONCURRENCY))
+        self._mail_off_warned = -math.inf
 
     async def __aenter__(self) -> Self:
         return self
@@ -405,34 +501,63 @@ class OutboxRelay:
             self._client = httpx.AsyncClient(timeout=self._settings.data_platform_timeout_s)
         return self._client
 
+    @property
+    def sends_mail(self) -> bool:
+        """Whether this relay sends mail jobs (``smtp_url`` set, or a mailer given)."""
+        return self._mailer is not None
+
     async def update_metrics(self) -> tuple[int, float]:
-        """Refresh the backlog gauges from the database; returns :func:`backlog`'s pair."""
+        """Refresh the backlog gauges from the database; returns :func:`backlog`'s pair
+        (order events; the mail gauges are set too)."""
+        found = await self._update_metrics()
+        return found.events, found.events_age_s
+
+    async def _update_metrics(self) -> Backlogs:
         async with self._db.read_session() as session:
-            count, age_s = await backlog(session)
-        OUTBOX_BACKLOG.set(count)
-        OUTBOX_OLDEST_AGE.set(age_s)
-        return count, age_s
+            found = await backlogs(session)
+        OUTBOX_BACKLOG.set(found.events)
+        OUTBOX_OLDEST_AGE.set(found.events_age_s)
+        MAIL_BACKLOG.set(found.mail)
+        MAIL_OLDEST_AGE.set(found.mail_age_s)
+        return found
+
+    def _warn_mail_off(self, found: Backlogs) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._mail_off_warned >= _MAIL_OFF_LOG_INTERVAL_S:
+            self._mail_off_warned = now
+            log.warning(
+                "mail is not configured (FLASHSALE_SMTP_URL is unset): %d mail jobs wait in "
+                "the outbox, the oldest for %.0f s; they are sent once it is set",
+                found.mail,
+                found.mail_age_s,
+            )
 
     async def run_once(self) -> int:
         """One round: refresh the gauges, claim a batch, deliver it, record the outcomes.
 
-        Returns the number of events delivered (2xx) in this round. Claims nothing
-        when ``data_platform_url`` is None or no event is waiting (so an idle relay
-        takes no write lock).
+        Returns the number of rows delivered in this round (events answered 2xx, mails
+        accepted by the SMTP server). Claims order events only when
+        ``data_platform_url`` is set and mail jobs only when mail is configured, and
+        nothing when none of those is waiting (so an idle relay takes no write lock).
 
         Raises:
             sqlalchemy.exc.SQLAlchemyError: the database failed; claimed events stay
                 leased until ``outbox_lease_s`` passes, then are taken over.
         """
         self._last_claimed = 0
-        waiting, _ = await self.update_metrics()
+        found = await self._update_metrics()
         url = self._settings.data_platform_url
-        if url is None or waiting == 0:
+        if found.mail and self._mailer is None:
+            self._warn_mail_off(found)
+        events_due = url is not None and found.events > 0
+        mail_due = self._mailer is not None and found.mail > 0
+        if not (events_due or mail_due):
             return 0
+        kinds: Kinds = "all" if events_due and mail_due else "events" if events_due else "mail"
         loop = asyncio.get_running_loop()
         # Measured before claiming: the lease in the database starts no earlier.
         lease_ends = loop.time() + self._settings.outbox_lease_s
-        events = await self._claim()
+        events = await self._claim(kinds)
         self._last_claimed = len(events)
         if not events:
             return 0
@@ -442,7 +567,7 @@ class OutboxRelay:
         await self.update_metrics()
         return delivered
 
-    async def _claim(self) -> list[ClaimedEvent]:
+    async def _claim(self, kinds: Kinds) -> list[ClaimedEvent]:
         """Claim a batch through the writer.
 
         Cancelled while the claim waits for its batch, it still waits for the claim's
@@ -452,7 +577,7 @@ class OutboxRelay:
         now = utcnow()
         lease_s, batch = self._settings.outbox_lease_s, self._settings.outbox_batch_size
         pending = asyncio.ensure_future(
-            self._writer.submit(lambda tx: claim(tx, self.relay_id, now, lease_s, batch))
+            self._writer.submit(lambda tx: claim(tx, self.relay_id, now, lease_s, batch, kinds))
         )
         try:
             return await asyncio.shield(pending)
@@ -501,12 +626,20 @@ class OutboxRelay:
         finally:
             await self.aclose()
 
-    async def _deliver_batch(self, url: str, events: list[ClaimedEvent], deadline: float) -> int:
+    async def _deliver_batch(
+        self, url: str | None, events: list[ClaimedEvent], deadline: float
+    ) -> int:
         outcomes: dict[int, _Outcome] = {}
         try:
             async with asyncio.TaskGroup() as group:
                 for event in events:
-                    group.create_task(self._deliver(url, event, deadline, outcomes))
+                    if event.type == MAIL_JOB:
+                        if self._mailer is not None:
+                            group.create_task(self._send_mail(event, deadline, outcomes))
+                    elif url is not None:
+                        group.create_task(self._deliver(url, event, deadline, outcomes))
+                    # else: claimed by no route (cannot happen: the claim filters by
+                    # kind); released unattempted by _record.
         finally:
             # Also when cancelled (shutdown): keep what was learnt and release the
             # rest, so that no event waits for the lease to expire.
@@ -551,6 +684,36 @@ class OutboxRelay:
             self._failure_log.note(event, error)
             log.debug("outbox: delivery of %s failed: %s", event.event_id, error)
 
+    async def _send_mail(
+        self, event: ClaimedEvent, deadline: float, outcomes: dict[int, _Outcome]
+    ) -> None:
+        """Send one mail job over SMTP; record its outcome in ``outcomes``."""
+        assert self._mailer is not None
+        async with self._mail_limiter:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining < _MIN_REQUEST_S:
+                return  # released unattempted
+            timeout = min(self._settings.smtp_timeout_s, remaining)
+            try:
+                job = MailJob.from_payload(event.payload)
+                message = build_message(job, event.event_id, self._mail_from)
+                # aiosmtplib's timeout bounds each command; bound the whole exchange too.
+                async with asyncio.timeout(timeout):
+                    await self._mailer.send(message, self._mail_sender, job.to, timeout)
+            except TimeoutError:
+                error = f"TimeoutError: no answer within {timeout:.3g} s"
+            except Exception as exc:  # any failure is one failed attempt, never a lost mail
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                outcomes[event.id] = _Outcome(ok=True)
+                MAIL_DELIVERIES.labels(outcome="sent").inc()
+                return
+            error = error[:_ERROR_CHARS]
+            outcomes[event.id] = _Outcome(ok=False, error=error)
+            MAIL_DELIVERIES.labels(outcome="failed").inc()
+            self._mail_failure_log.note(event, error)
+            log.debug("mail: sending job %s failed: %s", event.event_id, error)
+
     async def _record(self, events: list[ClaimedEvent], outcomes: dict[int, _Outcome]) -> None:
         now = utcnow()
         delivered: list[dict[str, object]] = []
@@ -579,4 +742,6 @@ class OutboxRelay:
                 )
         if delivered or failed or released:
             await self._writer.submit(lambda tx: record_outcomes(tx, delivered, failed, released))
-        self._failure_log.flush(asyncio.get_running_loop().time())
+        now_s = asyncio.get_running_loop().time()
+        self._failure_log.flush(now_s)
+        self._mail_failure_log.flush(now_s)
