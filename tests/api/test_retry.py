@@ -108,17 +108,29 @@ async def test_an_order_aborted_mid_transaction_is_placed_once(
 ) -> None:
     import flashsale.orders.service as orders_service
 
-    real = orders_service.add_order_event
+    # The first run aborts once stock is taken, the wallet debited and the payment
+    # written (all rolled back): on SQLite when the event is added, on PostgreSQL right
+    # after the statement that wrote the whole order.
+    real_event, real_write = orders_service.add_order_event, orders_service.repository.write_order
     calls = 0
 
-    def deadlocked_once(*args: Any, **kwargs: Any) -> str:
+    def abort_first_run() -> None:
         nonlocal calls
         calls += 1
-        if calls == 1:  # stock taken, wallet debited, payment written: all rolled back
+        if calls == 1:
             raise aborted()
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(orders_service, "add_order_event", deadlocked_once)
+    def event_deadlocked_once(*args: Any, **kwargs: Any) -> str:
+        abort_first_run()
+        return real_event(*args, **kwargs)
+
+    def write_deadlocked_once(*args: Any, **kwargs: Any) -> Any:
+        outcome = real_write(*args, **kwargs)
+        abort_first_run()
+        return outcome
+
+    monkeypatch.setattr(orders_service, "add_order_event", event_deadlocked_once)
+    monkeypatch.setattr(orders_service.repository, "write_order", write_deadlocked_once)
     user = await api.user(balance=50_000)
     product = await api.product((10_000, 5))
     variant_id = product["variants"][0]["id"]
