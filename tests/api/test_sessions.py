@@ -21,7 +21,7 @@ from flashsale.auth import sessions
 from flashsale.auth.security import Principal, create_access_token
 from flashsale.db.engine import make_sync_engine
 from flashsale.db.writer import Tx
-from flashsale.errors import RefreshTokenReused
+from flashsale.errors import RefreshTokenReused, WrongCurrentPassword
 from flashsale.settings import Settings
 
 from .support import PASSWORD, PREFIX, Api, StartApp, User, expect, utc, writer_ops
@@ -282,6 +282,47 @@ async def test_password_change_refusals_change_nothing(api: Api, subtests: pytes
     expect(r, 401, "UNAUTHENTICATED")
     assert api.snapshot() == before
     expect(await _refresh(api, token), 200)
+
+
+async def test_concurrent_password_changes_one_wins(api: Api) -> None:
+    """Password changes with the same current password at once: one changes it, the
+    other is refused (its current password is no longer the password, whether it
+    checked before or after the first one's write: the write is conditional on the
+    hash that was checked)."""
+    user = await api.user()
+    candidates = [f"N3w-Passw0rd-{i}!" for i in range(4)]
+    responses: dict[str, httpx.Response] = {}
+    async with anyio.create_task_group() as group:
+        for new in candidates:
+
+            async def one(new: str = new) -> None:
+                responses[new] = await _change_password(api, user, PASSWORD, new)
+
+            group.start_soon(one)
+    winners = [new for new, r in responses.items() if r.status_code == 204]
+    assert len(winners) == 1, {new: r.text for new, r in responses.items()}
+    for new, r in responses.items():
+        if new not in winners:
+            expect(r, 403, "WRONG_CURRENT_PASSWORD")
+    await _login(api, user.email, winners[0])
+    for password in [PASSWORD, *(c for c in candidates if c not in winners)]:
+        r = await api.client.post(
+            PREFIX + "/auth/token", data={"username": user.email, "password": password}
+        )
+        expect(r, 401, "INVALID_CREDENTIALS")
+
+
+async def test_a_password_changed_meanwhile_is_not_overwritten(api: Api) -> None:
+    engine = make_sync_engine(api.db_url)
+    try:
+        with engine.begin() as conn, pytest.raises(WrongCurrentPassword):
+            sessions.change_password_op(
+                Tx(conn), user_id=api.admin.user_id, old_hash="stale", new_hash="new"
+            )
+    finally:
+        engine.dispose()
+    (row,) = _rows(api, "SELECT password_hash FROM users WHERE id = :u", u=api.admin.user_id)
+    assert row.password_hash.startswith("$2")
 
 
 async def test_an_overlong_password_at_login_is_401_not_500(api: Api) -> None:
