@@ -68,6 +68,58 @@ class InvalidCredentials(FlashsaleError):
     default_message = "Wrong email or password"
 
 
+class RefreshTokenInvalid(FlashsaleError):
+    """``POST /auth/refresh`` with a refresh token this service never issued (or one
+    already purged after its expiry), or one whose user no longer exists.
+    """
+
+    code = "REFRESH_TOKEN_INVALID"
+    status = 401
+    default_message = "Unknown refresh token"
+
+
+class RefreshTokenExpired(FlashsaleError):
+    """``POST /auth/refresh`` with an unused refresh token past its ``expires_at``
+    (``FLASHSALE_REFRESH_TTL_S`` after it was issued): log in again.
+    """
+
+    code = "REFRESH_TOKEN_EXPIRED"
+    status = 401
+    default_message = "Refresh token expired"
+
+
+class RefreshTokenRevoked(FlashsaleError):
+    """``POST /auth/refresh`` with a refresh token of a revoked family: logged out,
+    the password changed, or a reuse detected earlier. Log in again.
+    """
+
+    code = "REFRESH_TOKEN_REVOKED"
+    status = 401
+    default_message = "Refresh token revoked"
+
+
+class RefreshTokenReused(FlashsaleError):
+    """``POST /auth/refresh`` with a refresh token that was already used (rotated) once:
+    a sign that it was copied (theft detection, OAuth 2.0 Security BCP). Its whole
+    family is revoked with this answer, the newest token included; log in again. Of
+    two refreshes with one token at the same time, one wins and the other gets this.
+    """
+
+    code = "REFRESH_TOKEN_REUSED"
+    status = 401
+    default_message = "Refresh token already used: every session of this login is revoked"
+
+
+class WrongCurrentPassword(FlashsaleError):
+    """``PUT /me/password`` whose ``current_password`` is not the caller's password
+    (also when the password was changed by another request meanwhile).
+    """
+
+    code = "WRONG_CURRENT_PASSWORD"
+    status = 403
+    default_message = "The current password is wrong"
+
+
 class Forbidden(FlashsaleError):
     """A route under ``/admin`` called with a valid token of a user without the admin
     role (message "Admin role required").

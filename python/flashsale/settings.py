@@ -52,10 +52,20 @@ class Settings(BaseSettings):
         "every instance of one deployment needs the same secret.",
     )
     jwt_ttl_s: int = Field(
-        default=3600,
+        default=900,
         ge=60,
         le=7 * 86400,
-        description="Lifetime of an access token from `POST /api/v1/auth/token`, seconds.",
+        description="Lifetime of an access token from `POST /api/v1/auth/token` or "
+        "`/auth/refresh`, seconds. Access tokens cannot be revoked: a logout or a password "
+        "change leaves those already issued valid until they expire.",
+    )
+    refresh_ttl_s: int = Field(
+        default=14 * 86400,
+        ge=60,
+        le=365 * 86400,
+        description="Lifetime of a refresh token, seconds, counted from its issue: each "
+        "refresh returns a new one valid this long, so a session unused for this long "
+        "must log in again.",
     )
     data_platform_url: str | None = Field(
         default=None,

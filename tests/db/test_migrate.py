@@ -9,12 +9,16 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from flashsale.audit import run_audit
 from flashsale.db.engine import make_sync_engine
-from flashsale.db.migrate import upgrade
+from flashsale.db.migrate import alembic_config, upgrade
+from flashsale.db.models import Base
 from flashsale.db.provision import create_database, drop_database
 
 TABLES = {
@@ -32,6 +36,7 @@ TABLES = {
     "cart_items",
     "outbox",
     "idempotency_keys",
+    "refresh_tokens",
 }
 NOW = datetime(2025, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 
@@ -82,6 +87,52 @@ def test_upgrade_creates_the_schema_and_is_idempotent(url: str) -> None:
     assert names >= TABLES | {"alembic_version"}
 
 
+def _schema_diff(url: str) -> list[object]:
+    """What autogenerate would change to make the database match the models."""
+    engine = make_sync_engine(url, immediate=False)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(context, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_sync_engine(url, immediate=False)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_the_migrated_schema_is_the_models_schema(url: str) -> None:
+    assert _schema_diff(url) == []
+
+
+def test_0003_downgrades_and_upgrades_again(url: str) -> None:
+    """0003 (refresh tokens) goes down to 0002 and up again, with data in the other
+    tables and tokens in its own."""
+    _seed(url)
+    _run(
+        url,
+        "INSERT INTO refresh_tokens (user_id, family_id, token_hash, created_at, expires_at) "
+        "VALUES (1, 'f', 'h', :t, :t)",
+    )
+    command.downgrade(alembic_config(url), "0002")
+    assert "refresh_tokens" not in _tables(url)
+    assert _tables(url) >= TABLES - {"refresh_tokens"}
+    upgrade(url)
+    assert _tables(url) >= TABLES
+    assert _schema_diff(url) == []
+    assert run_audit(url).ok
+    _run(
+        url,
+        "INSERT INTO refresh_tokens (user_id, family_id, token_hash, created_at, expires_at) "
+        "VALUES (1, 'f', 'h', :t, :t)",
+    )
+
+
 def test_audit_of_an_empty_and_a_consistent_database(url: str) -> None:
     report = run_audit(url)
     assert report.ok and report.checks
@@ -100,6 +151,10 @@ def test_audit_of_an_empty_and_a_consistent_database(url: str) -> None:
         "VALUES (1, 1, 'ISSUED', :t, :t), (1, 1, 'ISSUED', :t, :t)",
         "INSERT INTO users (email, name, password_hash, role, created_at) "
         "VALUES ('a@example.com', 'dup', 'x', 'customer', :t)",
+        "INSERT INTO refresh_tokens (user_id, family_id, token_hash, created_at, expires_at) "
+        "VALUES (1, 'f', 'h', :t, :t), (1, 'g', 'h', :t, :t)",
+        "INSERT INTO refresh_tokens (user_id, family_id, token_hash, created_at, expires_at) "
+        "VALUES (2, 'f', 'h', :t, :t)",
     ],
 )
 def test_constraints_refuse_impossible_rows(url: str, statement: str) -> None:

@@ -32,6 +32,7 @@ from flashsale.api.observability import RouteTemplates, configure_logging, insta
 from flashsale.api.responses import error_body
 from flashsale.api.retry import TransactionRetryMiddleware
 from flashsale.api.state import AppState
+from flashsale.auth.router import me_router as auth_me_router
 from flashsale.auth.router import router as auth_router
 from flashsale.cart.router import router as cart_router
 from flashsale.catalog.cache import ReadCache
@@ -204,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cart_router,
         wallet_router,
         auth_router,
+        auth_me_router,
         admin_router,
     ):
         app.include_router(router, prefix=API_PREFIX)

@@ -5,7 +5,7 @@
   short write transaction; the conditional status change makes concurrent
   sweepers in several instances (and payments racing them) safe.
 - Idempotency-key purge: keys older than ``idempotency_ttl_s`` are deleted about
-  once a minute.
+  once a minute; so are the refresh tokens past their ``expires_at``.
 
 :func:`run_every` drives these and the other periodic tasks (ranking follower,
 outbox relay) and stops them between steps.
@@ -23,6 +23,8 @@ from functools import partial
 
 from flashsale.api.idempotency import has_expired_keys, purge_expired_keys
 from flashsale.api.state import AppState
+from flashsale.auth.repository import has_expired_tokens
+from flashsale.auth.sessions import purge_expired_op
 from flashsale.db.dialect import retryable_sqlstate
 from flashsale.db.session import transaction
 from flashsale.db.types import utcnow
@@ -66,16 +68,21 @@ class Maintenance:
         self._next_purge = 0.0
 
     async def step(self) -> None:
-        """Sweep overdue orders; purge old idempotency keys when due."""
+        """Sweep overdue orders; purge old idempotency keys and expired refresh tokens
+        when due."""
         expired = await sweep_once(self.state)
         if expired:
             log.info("expired %d unpaid orders", expired)
         if time.monotonic() >= self._next_purge:
-            cutoff = utcnow() - timedelta(seconds=self.ttl_s)
+            now = utcnow()
+            cutoff = now - timedelta(seconds=self.ttl_s)
             async with transaction(self.db.read_session) as session:
                 due = await has_expired_keys(session, cutoff)
+                tokens_due = await has_expired_tokens(session, now)
             if due:
                 await self.state.writer.submit(partial(purge_expired_keys, cutoff=cutoff))
+            if tokens_due:
+                await self.state.writer.submit(partial(purge_expired_op, now=now))
             self._next_purge = time.monotonic() + PURGE_INTERVAL_S
 
 

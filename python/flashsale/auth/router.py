@@ -1,4 +1,4 @@
-"""``/auth``: sign-up and tokens."""
+"""``/auth``: sign-up, tokens, refresh and logout; ``/me/password``."""
 
 from __future__ import annotations
 
@@ -6,15 +6,25 @@ from functools import partial
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from flashsale.api.deps import ReadSession, State
-from flashsale.auth import service
-from flashsale.auth.schemas import SignupRequest, TokenOut, UserOut
-from flashsale.auth.security import create_access_token, hash_password
+from flashsale.api.deps import CurrentUser, ReadSession, State
+from flashsale.api.state import AppState
+from flashsale.auth import repository, service, sessions
+from flashsale.auth.schemas import (
+    PasswordChange,
+    RefreshRequest,
+    SignupRequest,
+    TokenOut,
+    UserOut,
+)
+from flashsale.auth.security import create_access_token, hash_password, verify_password
+from flashsale.db.session import transaction
+from flashsale.errors import FlashsaleError, Unauthenticated, WrongCurrentPassword
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+me_router = APIRouter(prefix="/me", tags=["auth"])
 
 
 @router.post("/signup", status_code=status.HTTP_201_CREATED)
@@ -34,12 +44,81 @@ async def signup(body: SignupRequest, state: State) -> UserOut:
     return UserOut(user_id=user_id, email=body.email.lower(), name=body.name)
 
 
+def _token_out(state: AppState, issued: sessions.Issued) -> TokenOut:
+    """The access token for ``issued.principal`` and the refresh token just stored."""
+    settings = state.settings
+    ttl = settings.jwt_ttl_s
+    access = create_access_token(issued.principal, settings.jwt_secret.get_secret_value(), ttl)
+    return TokenOut(
+        access_token=access,
+        expires_in=ttl,
+        refresh_token=issued.refresh_token,
+        refresh_expires_in=settings.refresh_ttl_s,
+    )
+
+
 @router.post("/token")
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], session: ReadSession, state: State
 ) -> TokenOut:
-    """OAuth2 password flow: ``username`` is the email (401 ``INVALID_CREDENTIALS``)."""
+    """OAuth2 password flow: ``username`` is the email (401 ``INVALID_CREDENTIALS``).
+
+    Answers an access token (``expires_in`` = ``FLASHSALE_JWT_TTL_S``) and the first
+    refresh token of a new family (``refresh_expires_in`` = ``FLASHSALE_REFRESH_TTL_S``),
+    stored hashed through the writer (:func:`sessions.start_session_op`).
+    """
     principal = await service.authenticate(session, form.username, form.password)
-    ttl = state.settings.jwt_ttl_s
-    access = create_access_token(principal, state.settings.jwt_secret.get_secret_value(), ttl)
-    return TokenOut(access_token=access, expires_in=ttl)
+    op = partial(sessions.start_session_op, principal=principal, ttl_s=state.settings.refresh_ttl_s)
+    return _token_out(state, await state.writer.submit(op))
+
+
+@router.post("/refresh")
+async def refresh(body: RefreshRequest, state: State) -> TokenOut:
+    """Trade a refresh token for a new access token and the next refresh token of its
+    family; the presented one is used up (rotation).
+
+    Refusals, all 401 (docs/api.md, "Authentication"): ``REFRESH_TOKEN_INVALID``
+    (unknown), ``REFRESH_TOKEN_EXPIRED``, ``REFRESH_TOKEN_REVOKED`` (logged out,
+    password changed) and ``REFRESH_TOKEN_REUSED`` (already used: the whole family is
+    revoked with this answer).
+    """
+    op = partial(sessions.refresh_op, token=body.refresh_token, ttl_s=state.settings.refresh_ttl_s)
+    result = await state.writer.submit(op)
+    if isinstance(result, FlashsaleError):
+        raise result
+    return _token_out(state, result)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: RefreshRequest, state: State) -> Response:
+    """Revoke the family of the refresh token (any token of it): 204, also for a token
+    that is unknown, expired or already revoked, so logging out twice is fine. Access
+    tokens already issued stay valid until they expire (``FLASHSALE_JWT_TTL_S``)."""
+    await state.writer.submit(partial(sessions.logout_op, token=body.refresh_token))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@me_router.put("/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(body: PasswordChange, user: CurrentUser, state: State) -> Response:
+    """Change the caller's password and revoke every refresh family of the caller (every
+    device logs in again; access tokens already issued live until they expire).
+
+    Refusals: 403 ``WRONG_CURRENT_PASSWORD``, 422 ``VALIDATION_ERROR`` (the new password
+    breaks the password rule of docs/rules.md), 401 ``UNAUTHENTICATED`` (no valid token,
+    or the user no longer exists). Both bcrypt steps run in worker threads; the change
+    is a writer operation (:func:`sessions.change_password_op`).
+    """
+    async with transaction(state.db.read_session) as session:  # not held during bcrypt
+        old_hash = await repository.password_hash(session, user.user_id)
+    if old_hash is None:
+        raise Unauthenticated("User no longer exists")
+    if not await anyio.to_thread.run_sync(verify_password, body.current_password, old_hash):
+        raise WrongCurrentPassword()
+    new_hash = await anyio.to_thread.run_sync(
+        hash_password, body.new_password, state.settings.password_hash_cost
+    )
+    op = partial(
+        sessions.change_password_op, user_id=user.user_id, old_hash=old_hash, new_hash=new_hash
+    )
+    await state.writer.submit(op)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

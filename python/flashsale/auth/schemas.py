@@ -44,7 +44,35 @@ class UserOut(BaseModel):
     name: str
 
 
+#: Longest refresh token accepted in a body (the service makes 43-character ones).
+MAX_REFRESH_TOKEN_LENGTH = 256
+
+
 class TokenOut(BaseModel):
+    """An access token (a JWT valid ``expires_in`` seconds) and a refresh token (opaque,
+    single-use, valid ``refresh_expires_in`` seconds) — the OAuth2 token response."""
+
     access_token: str
     token_type: str = "bearer"
     expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+
+class RefreshRequest(BaseModel):
+    """The body of ``POST /auth/refresh`` and ``POST /auth/logout``."""
+
+    refresh_token: str = Field(min_length=1, max_length=MAX_REFRESH_TOKEN_LENGTH)
+
+
+class PasswordChange(BaseModel):
+    """The body of ``PUT /me/password``: the new password must pass the sign-up rule
+    (:func:`check_password_rule`, 422 ``VALIDATION_ERROR``)."""
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str
+
+    @field_validator("new_password")
+    @classmethod
+    def _password_rule(cls, value: str) -> str:
+        return check_password_rule(value)

@@ -20,8 +20,15 @@ def hash_password(password: str, cost: int) -> str:
 
 
 def verify_password(password: str, password_hash: str) -> bool:
-    """Whether ``password`` matches ``password_hash`` (CPU-bound)."""
-    return bcrypt.checkpw(password.encode(), password_hash.encode())
+    """Whether ``password`` matches ``password_hash`` (CPU-bound).
+
+    A password longer than 72 bytes never matches: no stored password is that long
+    (the password rule of docs/rules.md), and bcrypt refuses to read it.
+    """
+    encoded = password.encode()
+    if len(encoded) > 72:
+        return False
+    return bcrypt.checkpw(encoded, password_hash.encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,9 @@ same transaction, which is what ``flashsale audit`` checks (docs/invariants.md).
 
 ``outbox`` holds order events written in the same transaction as the change
 (transactional outbox, docs/decisions/0002-transactional-outbox.md); ``idempotency_keys``
-stores the first response of a POST sent with ``Idempotency-Key`` (docs/api.md).
+stores the first response of a POST sent with ``Idempotency-Key`` (docs/api.md);
+``refresh_tokens`` holds the hashes of the refresh tokens, one family per login
+(docs/api.md, "Authentication").
 """
 
 from __future__ import annotations
@@ -303,6 +305,31 @@ class IdempotencyKey(Base):
     )
 
 
+class RefreshToken(Base):
+    """A refresh token, stored only as the SHA-256 of its text (docs/api.md, "Authentication").
+
+    A login starts a family (``family_id``); each refresh marks the presented token
+    used (``used_at``, a conditional write: one refresh wins) and adds the next token
+    of the family. ``revoked_at`` is set on every token of a family at logout, at a
+    password change, or when a used token is presented again (theft detection).
+    Rows past ``expires_at`` are purged by the maintenance loop.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    family_id: Mapped[str] = mapped_column(String(32), index=True)
+    #: Hex SHA-256 of the token's text; the text itself is never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
@@ -322,3 +349,4 @@ payments = _table(Payment)
 cart_items = _table(CartItem)
 outbox = _table(OutboxEvent)
 idempotency_keys = _table(IdempotencyKey)
+refresh_tokens = _table(RefreshToken)

@@ -123,6 +123,9 @@ OUTBOX_POLL_S = 0.2
 RELAY_TIMEOUT_S = 120.0
 #: Seconds of quiet shop over which the background transaction rate is measured.
 IDLE_PROBE_S = 1.0
+#: Access tokens outlive the run: the shoppers log in once, while seeding, and keep
+#: their token (the service's 15 minutes, plus the shopping time beyond it).
+TOKEN_TTL_MARGIN_S = 900
 #: Name prefix of the scratch databases the demo creates on a PostgreSQL server.
 SCRATCH_PREFIX = "flashsale_demo_"
 
@@ -619,6 +622,7 @@ def _server_env(events_url: str, options: DemoOptions) -> dict[str, str]:
         "FLASHSALE_OUTBOX_POLL_S": str(OUTBOX_POLL_S),
         "FLASHSALE_OUTBOX_BACKOFF_BASE_S": str(OUTBOX_BACKOFF_BASE_S),
         "FLASHSALE_OUTBOX_BACKOFF_MAX_S": str(OUTBOX_BACKOFF_MAX_S),
+        "FLASHSALE_JWT_TTL_S": str(min(7 * 86400, TOKEN_TTL_MARGIN_S + int(options.seconds))),
     }
 
 
