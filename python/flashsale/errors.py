@@ -44,6 +44,57 @@ class FlashsaleError(Exception):
         super().__init__(self.message)
 
 
+# --- 400 --------------------------------------------------------------------------------
+
+
+class CodeRefused(FlashsaleError):
+    """Base of the 400 refusals of a one-time code sent by mail (the password reset of
+    docs/api.md, "Password reset"): the request is well-formed but the code does not
+    (or no longer) work. Never raised itself."""
+
+    status = 400
+
+
+class ResetCodeInvalid(CodeRefused):
+    """``POST /auth/password-reset/confirm`` with a code that is not the one last sent to
+    that address, or an address without an account (the same answer, so accounts
+    cannot be probed). The wrong try is counted against a live code: after 5 the code
+    is void.
+    """
+
+    code = "RESET_CODE_INVALID"
+    default_message = "Wrong email or reset code"
+
+
+class ResetCodeExpired(CodeRefused):
+    """``POST /auth/password-reset/confirm`` with the right code, unused, but past its
+    validity (``FLASHSALE_PASSWORD_RESET_TTL_S``, 15 minutes by default): ask for a
+    new code.
+    """
+
+    code = "RESET_CODE_EXPIRED"
+    default_message = "The reset code has expired: ask for a new one"
+
+
+class ResetCodeUsed(CodeRefused):
+    """``POST /auth/password-reset/confirm`` with the right code after it already set a
+    password (a code works once; of two confirms with it at the same time, one wins and
+    the other gets this).
+    """
+
+    code = "RESET_CODE_USED"
+    default_message = "The reset code was already used"
+
+
+class ResetCodeVoid(CodeRefused):
+    """``POST /auth/password-reset/confirm`` with the right code after 5 wrong codes were
+    tried against it: the code is void; ask for a new one.
+    """
+
+    code = "RESET_CODE_VOID"
+    default_message = "Too many wrong codes: the reset code is void, ask for a new one"
+
+
 # --- 401 / 403 --------------------------------------------------------------------------
 
 

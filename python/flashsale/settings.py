@@ -67,6 +67,14 @@ class Settings(BaseSettings):
         "refresh returns a new one valid this long, so a session unused for this long "
         "must log in again.",
     )
+    password_reset_ttl_s: int = Field(
+        default=900,
+        ge=60,
+        le=86400,
+        description="How long a password-reset code sent by `POST /api/v1/auth/password-reset` "
+        "works, seconds (15 minutes by default). A new request replaces the code; a used "
+        "code, or one after 5 wrong tries, no longer works.",
+    )
     data_platform_url: str | None = Field(
         default=None,
         description="URL the outbox relay POSTs each event to (the data platform's "

@@ -37,6 +37,7 @@ TABLES = {
     "outbox",
     "idempotency_keys",
     "refresh_tokens",
+    "password_reset_codes",
 }
 NOW = datetime(2025, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 
@@ -121,7 +122,7 @@ def test_0003_downgrades_and_upgrades_again(url: str) -> None:
     )
     command.downgrade(alembic_config(url), "0002")
     assert "refresh_tokens" not in _tables(url)
-    assert _tables(url) >= TABLES - {"refresh_tokens"}
+    assert _tables(url) >= TABLES - {"refresh_tokens", "password_reset_codes"}
     upgrade(url)
     assert _tables(url) >= TABLES
     assert _schema_diff(url) == []
@@ -131,6 +132,32 @@ def test_0003_downgrades_and_upgrades_again(url: str) -> None:
         "INSERT INTO refresh_tokens (user_id, family_id, token_hash, created_at, expires_at) "
         "VALUES (1, 'f', 'h', :t, :t)",
     )
+
+
+_RESET_CODE = (
+    "INSERT INTO password_reset_codes (user_id, code_hash, created_at, expires_at, "
+    "failed_attempts, used_at) VALUES (1, 'h', :t, :t, 0, NULL)"
+)
+
+
+def test_0004_downgrades_and_upgrades_again(url: str) -> None:
+    """0004 (password reset codes) goes down to 0003 and up again, with data in the
+    other tables (refresh tokens included) and a code in its own."""
+    _seed(url)
+    _run(
+        url,
+        "INSERT INTO refresh_tokens (user_id, family_id, token_hash, created_at, expires_at) "
+        "VALUES (1, 'f', 'h', :t, :t)",
+        _RESET_CODE,
+    )
+    command.downgrade(alembic_config(url), "0003")
+    assert "password_reset_codes" not in _tables(url)
+    assert _tables(url) >= TABLES - {"password_reset_codes"}
+    upgrade(url)
+    assert _tables(url) >= TABLES
+    assert _schema_diff(url) == []
+    assert run_audit(url).ok
+    _run(url, _RESET_CODE)
 
 
 def test_audit_of_an_empty_and_a_consistent_database(url: str) -> None:
@@ -155,6 +182,9 @@ def test_audit_of_an_empty_and_a_consistent_database(url: str) -> None:
         "VALUES (1, 'f', 'h', :t, :t), (1, 'g', 'h', :t, :t)",
         "INSERT INTO refresh_tokens (user_id, family_id, token_hash, created_at, expires_at) "
         "VALUES (2, 'f', 'h', :t, :t)",
+        _RESET_CODE + ", (1, 'g', :t, :t, 0, NULL)",  # one code per user
+        _RESET_CODE.replace("VALUES (1,", "VALUES (2,"),  # no such user
+        _RESET_CODE.replace(":t, 0, NULL", ":t, -1, NULL"),
     ],
 )
 def test_constraints_refuse_impossible_rows(url: str, statement: str) -> None:

@@ -1,4 +1,4 @@
-"""``/auth``: sign-up, tokens, refresh and logout; ``/me/password``."""
+"""``/auth``: sign-up, tokens, refresh and logout, password reset; ``/me/password``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from flashsale.api.deps import CurrentUser, ReadSession, State
 from flashsale.api.state import AppState
-from flashsale.auth import repository, service, sessions
+from flashsale.auth import password_reset, repository, service, sessions
 from flashsale.auth.schemas import (
     PasswordChange,
+    PasswordResetAccepted,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     RefreshRequest,
     SignupRequest,
     TokenOut,
@@ -21,6 +24,7 @@ from flashsale.auth.schemas import (
 )
 from flashsale.auth.security import create_access_token, hash_password, verify_password
 from flashsale.db.session import transaction
+from flashsale.db.types import utcnow
 from flashsale.errors import FlashsaleError, Unauthenticated, WrongCurrentPassword
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -121,4 +125,59 @@ async def change_password(body: PasswordChange, user: CurrentUser, state: State)
         sessions.change_password_op, user_id=user.user_id, old_hash=old_hash, new_hash=new_hash
     )
     await state.writer.submit(op)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/password-reset", status_code=status.HTTP_202_ACCEPTED)
+async def request_password_reset(body: PasswordResetRequest, state: State) -> PasswordResetAccepted:
+    """Mail a single-use 6-digit reset code to ``email`` if an account has it.
+
+    Always 202 with the same body (``expires_in`` = ``FLASHSALE_PASSWORD_RESET_TTL_S``),
+    so the answer says nothing about the address; both cases go through the writer
+    (:func:`password_reset.request_reset_op`), which stores the code's keyed hash and
+    queues the mail in one transaction. A new request replaces the previous code. A body
+    without a valid address is 422 ``VALIDATION_ERROR`` (docs/api.md, "Password reset").
+    """
+    settings = state.settings
+    ttl_s = settings.password_reset_ttl_s
+    op = partial(
+        password_reset.request_reset_op,
+        email=body.email,
+        key=password_reset.reset_code_key(settings.jwt_secret.get_secret_value()),
+        ttl_s=ttl_s,
+        now=utcnow(),
+    )
+    await state.writer.submit(op)
+    return PasswordResetAccepted(expires_in=ttl_s)
+
+
+@router.post("/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT)
+async def confirm_password_reset(body: PasswordResetConfirm, state: State) -> Response:
+    """Set a new password with the code mailed by ``POST /auth/password-reset``: 204, no
+    body. The code is used up and every refresh family of the user is revoked (access
+    tokens already issued live until they expire).
+
+    Refusals (docs/api.md, "Password reset"), each changing nothing but the count of
+    wrong tries: 400 ``RESET_CODE_INVALID`` (wrong code, or no account has the address:
+    one answer), ``RESET_CODE_EXPIRED``, ``RESET_CODE_USED``, ``RESET_CODE_VOID`` (5
+    wrong codes were tried); 422 ``VALIDATION_ERROR`` (no valid address, a code that is
+    not 6 digits, a new password that breaks the password rule of docs/rules.md). The
+    new password is hashed in a worker thread first; the check and the change are one
+    writer operation (:func:`password_reset.confirm_reset_op`).
+    """
+    settings = state.settings
+    new_hash = await anyio.to_thread.run_sync(
+        hash_password, body.new_password, settings.password_hash_cost
+    )
+    op = partial(
+        password_reset.confirm_reset_op,
+        email=body.email,
+        code=body.code,
+        new_hash=new_hash,
+        key=password_reset.reset_code_key(settings.jwt_secret.get_secret_value()),
+        now=utcnow(),
+    )
+    refused = await state.writer.submit(op)
+    if refused is not None:
+        raise refused
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -76,3 +76,36 @@ class PasswordChange(BaseModel):
     @classmethod
     def _password_rule(cls, value: str) -> str:
         return check_password_rule(value)
+
+
+#: A password-reset code: six ASCII digits.
+RESET_CODE_PATTERN = r"^[0-9]{6}$"
+
+
+class PasswordResetRequest(BaseModel):
+    """The body of ``POST /auth/password-reset``: the address of the account."""
+
+    email: EmailStr = Field(max_length=320)
+
+
+class PasswordResetAccepted(BaseModel):
+    """The answer of ``POST /auth/password-reset``, the same for every address: if an
+    account has it, a code valid ``expires_in`` seconds was sent to it."""
+
+    message: str = "If an account has this address, a code to reset its password was sent to it."
+    expires_in: int
+
+
+class PasswordResetConfirm(BaseModel):
+    """The body of ``POST /auth/password-reset/confirm``: the address, the 6-digit code
+    mailed to it and the new password, which must pass the sign-up rule
+    (:func:`check_password_rule`, 422 ``VALIDATION_ERROR``)."""
+
+    email: EmailStr = Field(max_length=320)
+    code: str = Field(pattern=RESET_CODE_PATTERN)
+    new_password: str
+
+    @field_validator("new_password")
+    @classmethod
+    def _password_rule(cls, value: str) -> str:
+        return check_password_rule(value)

@@ -9,7 +9,8 @@ same transaction, which is what ``flashsale audit`` checks (docs/invariants.md).
 (transactional outbox, docs/decisions/0002-transactional-outbox.md); ``idempotency_keys``
 stores the first response of a POST sent with ``Idempotency-Key`` (docs/api.md);
 ``refresh_tokens`` holds the hashes of the refresh tokens, one family per login
-(docs/api.md, "Authentication").
+(docs/api.md, "Authentication"); ``password_reset_codes`` the keyed hash of the
+password-reset code last mailed to a user (docs/api.md, "Password reset").
 """
 
 from __future__ import annotations
@@ -330,6 +331,25 @@ class RefreshToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class PasswordResetCode(Base):
+    """The password-reset code last sent to a user (at most one per user: a new request
+    replaces it; docs/api.md, "Password reset")."""
+
+    __tablename__ = "password_reset_codes"
+    __table_args__ = (CheckConstraint("failed_attempts >= 0", name="failed_attempts_non_negative"),)
+
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    #: Hex HMAC-SHA-256 of the user id and the code; the code itself is never stored.
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Wrong codes tried against this one; at 5 it is void.
+    failed_attempts: Mapped[int] = mapped_column(Integer)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
@@ -350,3 +370,4 @@ cart_items = _table(CartItem)
 outbox = _table(OutboxEvent)
 idempotency_keys = _table(IdempotencyKey)
 refresh_tokens = _table(RefreshToken)
+password_reset_codes = _table(PasswordResetCode)
